@@ -1,0 +1,166 @@
+//! Login throttling: exponential backoff per username and per client address.
+//!
+//! Names that do not exist are counted exactly like real ones, so the throttle reveals nothing about
+//! which accounts exist; the backoff is capped so that nobody can lock an admin out for good.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+
+/// How quickly failures are punished. Each failure past `free` doubles the wait, from `base` up to `cap`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub free: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+/// Failed-login counters, kept in memory (a restart forgives, which the cap makes harmless).
+pub struct LoginThrottle {
+    per_name: Backoff,
+    per_addr: Backoff,
+    entries: Mutex<HashMap<Key, Entry>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Name(String),
+    Addr(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    last_failure: Instant,
+    blocked_until: Instant,
+}
+
+/// Entries are swept once the table is this large, so that a spray of random names cannot grow it forever.
+const SWEEP_AT: usize = 50_000;
+
+impl LoginThrottle {
+    pub fn new(cap: Duration) -> LoginThrottle {
+        let base = Duration::from_secs(1);
+        LoginThrottle {
+            per_name: Backoff { free: 3, base, cap },
+            per_addr: Backoff {
+                free: 20,
+                base,
+                cap,
+            },
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Fails with [`Error::Throttled`] (and the seconds to wait) while `name_key` or `addr` is backing off.
+    pub fn check(&self, name_key: &str, addr: Option<IpAddr>) -> Result<(), Error> {
+        let now = Instant::now();
+        let entries = self.lock();
+        let wait = self
+            .keys(name_key, addr)
+            .filter_map(|key| entries.get(&key))
+            .map(|e| e.blocked_until.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default();
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(Error::Throttled(wait.as_secs_f64().ceil() as u64))
+        }
+    }
+
+    /// Counts a failed login against `name_key` and `addr`.
+    pub fn failed(&self, name_key: &str, addr: Option<IpAddr>) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if entries.len() >= SWEEP_AT {
+            let forget = self.per_name.cap.max(self.per_addr.cap) * 2;
+            entries.retain(|_, e| now.duration_since(e.last_failure) < forget);
+        }
+        for key in self.keys(name_key, addr) {
+            let backoff = match key {
+                Key::Name(_) => self.per_name,
+                Key::Addr(_) => self.per_addr,
+            };
+            let entry = entries.entry(key).or_insert(Entry {
+                failures: 0,
+                last_failure: now,
+                blocked_until: now,
+            });
+            // A quiet spell twice the cap long forgives the past.
+            if now.duration_since(entry.last_failure) > backoff.cap * 2 {
+                entry.failures = 0;
+            }
+            entry.failures += 1;
+            entry.last_failure = now;
+            if entry.failures > backoff.free {
+                let doublings = (entry.failures - backoff.free - 1).min(20);
+                entry.blocked_until = now + (backoff.base * 2u32.pow(doublings)).min(backoff.cap);
+            }
+        }
+    }
+
+    /// Forgets the failures of `name_key` after a successful login (the address keeps its count).
+    pub fn succeeded(&self, name_key: &str) {
+        self.lock().remove(&Key::Name(name_key.to_owned()));
+    }
+
+    fn keys(&self, name_key: &str, addr: Option<IpAddr>) -> impl Iterator<Item = Key> {
+        std::iter::once(Key::Name(name_key.to_owned())).chain(addr.map(Key::Addr))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_past_the_free_ones_back_off_exponentially_up_to_the_cap() {
+        let throttle = LoginThrottle::new(Duration::from_secs(4));
+        for _ in 0..3 {
+            throttle.check("alice", None).unwrap();
+            throttle.failed("alice", None);
+        }
+        throttle.check("alice", None).unwrap();
+        throttle.failed("alice", None);
+        assert!(matches!(
+            throttle.check("alice", None),
+            Err(Error::Throttled(1))
+        ));
+        throttle.failed("alice", None);
+        assert!(matches!(
+            throttle.check("alice", None),
+            Err(Error::Throttled(2))
+        ));
+        for _ in 0..10 {
+            throttle.failed("alice", None);
+        }
+        assert!(
+            matches!(throttle.check("alice", None), Err(Error::Throttled(4))),
+            "capped"
+        );
+        throttle.check("bob", None).unwrap();
+        throttle.succeeded("alice");
+        throttle.check("alice", None).unwrap();
+    }
+
+    #[test]
+    fn one_address_trying_many_names_is_throttled_too() {
+        let throttle = LoginThrottle::new(Duration::from_secs(60));
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        for i in 0..21 {
+            throttle.failed(&format!("user{i}"), Some(addr));
+        }
+        assert!(throttle.check("someone-else", Some(addr)).is_err());
+        assert!(throttle.check("someone-else", None).is_ok());
+    }
+}

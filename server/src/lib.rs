@@ -1,0 +1,100 @@
+//! MultiChat server: accounts, rooms, staff-only rooms, and every joined room multiplexed over one
+//! WebSocket, wire-compatible with the original Django Channels "multichat".
+//!
+//! The caller binds the listener and owns shutdown, so the same [`serve`] runs the headless binary, the
+//! desktop app's embedded host, and the tests (on port 0).
+
+pub mod accounts;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod hub;
+pub mod protocol;
+pub mod room_order;
+pub mod username;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+pub use db::Db;
+pub use error::Error;
+
+use auth::{LoginThrottle, Passwords};
+use hub::{CloseReason, Hub};
+use room_order::RoomOrder;
+
+/// Handles to everything a request may need; cloning is cheap.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub hub: Arc<Hub>,
+    pub passwords: Passwords,
+    pub throttle: Arc<LoginThrottle>,
+    pub rooms_in_order: Arc<RoomOrder>,
+    /// Cancelled to shut the server down; connection tasks watch it too.
+    pub shutdown: CancellationToken,
+    /// The connection tasks, so that shutdown can wait for their close frames.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    pub fn new(db: Db, config: Config, shutdown: CancellationToken) -> Result<AppState, Error> {
+        Ok(AppState {
+            db,
+            hub: Arc::new(Hub::new(config.outbound_queue, config.presence_notices)),
+            passwords: Passwords::new(config.hash_concurrency)?,
+            throttle: Arc::new(LoginThrottle::new(config.login_backoff_cap)),
+            rooms_in_order: Arc::default(),
+            config: Arc::new(config),
+            shutdown,
+            tasks: TaskTracker::new(),
+        })
+    }
+}
+
+/// The whole HTTP surface: the API, the chat socket, the health check.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(api::router())
+        .merge(ws::router())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves on `listener` until `state.shutdown` is cancelled, then stops accepting, closes every chat
+/// socket with 1001 and returns once they are gone.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    state.hub.close_all(CloseReason::Shutdown);
+    state.tasks.close();
+    state.tasks.wait().await;
+    Ok(())
+}
+
+/// Connects to the configured database, migrates it, and logs how a newcomer gets started.
+pub async fn open_database(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<Db, Error> {
+    let db = match database_url {
+        Some(url) => Db::connect(url).await?,
+        None => Db::open_sqlite_dir(data_dir).await?,
+    };
+    db.migrate().await?;
+    Ok(db)
+}

@@ -1,0 +1,324 @@
+//! `multichat-server`: the headless server and its admin commands, shaped after Django's `manage.py`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use multichat_server::accounts::{self, Rights};
+use multichat_server::auth::Passwords;
+use multichat_server::{open_database, AppState, Config, Db};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "multichat-server",
+    version,
+    about = "MultiChat: a self-hostable multi-room chat server"
+)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand accepts, each also from an environment variable.
+#[derive(Args)]
+struct Options {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "MULTICHAT_BIND",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
+    bind: SocketAddr,
+    /// Where the embedded SQLite database lives [default: the per-user data directory, e.g. ~/.local/share/multichat].
+    #[arg(long, env = "MULTICHAT_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Use this database instead of the embedded SQLite file (postgres://… or sqlite://…).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Redis for fanning messages out across several server nodes (not available yet).
+    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Extra web origins allowed to open the chat socket (comma-separated), besides the server's own and the desktop app's.
+    #[arg(
+        long,
+        env = "MULTICHAT_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    allowed_origin: Vec<String>,
+    /// Largest client frame, in bytes, answered normally (larger ones get FRAME_TOO_LARGE).
+    #[arg(long, env = "MULTICHAT_MAX_FRAME_BYTES", default_value_t = Config::default().max_frame_bytes, global = true)]
+    max_frame_bytes: usize,
+    /// Longest message, in characters.
+    #[arg(long, env = "MULTICHAT_MAX_MESSAGE_CHARS", default_value_t = Config::default().max_message_chars, global = true)]
+    max_message_chars: usize,
+    /// Frames queued for one connection before it is disconnected as a slow reader.
+    #[arg(long, env = "MULTICHAT_OUTBOUND_QUEUE", default_value_t = Config::default().outbound_queue, global = true)]
+    outbound_queue: usize,
+    /// Messages one connection may send per second.
+    #[arg(long, env = "MULTICHAT_MESSAGES_PER_SECOND", default_value_t = Config::default().messages_per_second, global = true)]
+    messages_per_second: u32,
+    /// Seconds between pings of an idle socket; one silent for two intervals is closed.
+    #[arg(long, env = "MULTICHAT_PING_SECONDS", default_value_t = Config::default().ping_interval.as_secs(), global = true)]
+    ping_seconds: u64,
+    /// Do not announce users entering and leaving rooms.
+    #[arg(long, env = "MULTICHAT_NO_PRESENCE_NOTICES", global = true)]
+    no_presence_notices: bool,
+    /// Days a login lasts.
+    #[arg(
+        long,
+        env = "MULTICHAT_SESSION_DAYS",
+        default_value_t = 30,
+        global = true
+    )]
+    session_days: u64,
+    /// Mark the session cookie Secure (when served over HTTPS).
+    #[arg(long, env = "MULTICHAT_SECURE_COOKIES", global = true)]
+    secure_cookies: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (applies pending migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create an admin account (also staff), prompting for what is not given.
+    Createsuperuser {
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Create an account.
+    Createuser {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Let the user into staff-only rooms.
+        #[arg(long)]
+        staff: bool,
+        /// Let the user manage rooms and accounts.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Create a room and print its id.
+    Createroom {
+        #[arg(long)]
+        title: String,
+        /// Only staff may join the room.
+        #[arg(long)]
+        staff_only: bool,
+    },
+    /// List the rooms.
+    Listrooms,
+    /// List the accounts.
+    Listusers,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match start(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` gives the causes on one line; a backtrace would only bury the message.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> anyhow::Result<()> {
+    let default_filter = match cli.command {
+        Command::Serve => "info,sqlx=warn",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if cli.options.redis_url.is_some() {
+        bail!("--redis-url / REDIS_URL: fan-out across several nodes is not available in this version");
+    }
+    let data_dir = match &cli.options.data_dir {
+        Some(dir) => dir.clone(),
+        None => dirs::data_dir()
+            .map(|d| d.join("multichat"))
+            .unwrap_or_else(|| PathBuf::from("multichat-data")),
+    };
+    let db = open_database(cli.options.database_url.as_deref(), &data_dir)
+        .await
+        .with_context(|| match &cli.options.database_url {
+            Some(_) => "could not open the database at DATABASE_URL".to_owned(),
+            None => format!("could not open the database in {}", data_dir.display()),
+        })?;
+    let result = run(cli, &db).await;
+    db.close().await;
+    result
+}
+
+async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
+    let config = config(&cli.options);
+    let passwords = || Passwords::new(1).context("password hashing is unavailable");
+    match cli.command {
+        Command::Serve => serve(cli.options.bind, db.clone(), config).await?,
+        Command::Migrate => println!("migrations applied"),
+        Command::Createsuperuser {
+            username,
+            password_stdin,
+        } => {
+            let username = match username {
+                Some(name) => name,
+                None => prompt("Username: ")?,
+            };
+            let password = read_password(password_stdin, true)?;
+            let rights = Rights {
+                is_staff: true,
+                is_admin: true,
+            };
+            let user = accounts::create(db, &passwords()?, &username, &password, rights).await?;
+            println!("Superuser {} created.", user.username);
+        }
+        Command::Createuser {
+            username,
+            password_stdin: _,
+            staff,
+            admin,
+        } => {
+            let password = read_password(true, false)?;
+            let rights = Rights {
+                is_staff: staff,
+                is_admin: admin,
+            };
+            let user = accounts::create(db, &passwords()?, &username, &password, rights).await?;
+            println!("User {} created.", user.username);
+        }
+        Command::Createroom { title, staff_only } => {
+            let room = db
+                .create_room(accounts::room_title(&title)?, staff_only)
+                .await?;
+            println!("{}", room.id);
+        }
+        Command::Listrooms => {
+            println!("{:>6}  {:<10}  TITLE", "ID", "STAFF_ONLY");
+            for room in db.list_rooms(true).await? {
+                println!("{:>6}  {:<10}  {}", room.id, room.staff_only, room.title);
+            }
+        }
+        Command::Listusers => {
+            println!(
+                "{:>6}  {:<5}  {:<5}  {:<6}  USERNAME",
+                "ID", "STAFF", "ADMIN", "ACTIVE"
+            );
+            for u in db.list_users().await? {
+                println!(
+                    "{:>6}  {:<5}  {:<5}  {:<6}  {}",
+                    u.id, u.is_staff, u.is_admin, u.is_active, u.username
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn config(options: &Options) -> Config {
+    Config {
+        max_frame_bytes: options.max_frame_bytes,
+        max_message_chars: options.max_message_chars,
+        outbound_queue: options.outbound_queue,
+        messages_per_second: options.messages_per_second,
+        ping_interval: Duration::from_secs(options.ping_seconds.max(1)),
+        presence_notices: !options.no_presence_notices,
+        allowed_origins: options.allowed_origin.clone(),
+        session_ttl: Duration::from_secs(options.session_days.max(1) * 24 * 3600),
+        secure_cookies: options.secure_cookies,
+        ..Config::default()
+    }
+}
+
+async fn serve(bind: SocketAddr, db: Db, config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("could not listen on {bind}"))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(db.clone(), config, shutdown.clone())?;
+    tracing::info!("listening on http://{addr}");
+    if db.count_users().await? == 0 {
+        tracing::info!(
+            "no account exists yet: create the first admin at http://{addr}/ (POST /api/setup) or with `multichat-server createsuperuser`"
+        );
+    }
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    multichat_server::serve(listener, state).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn prompt(label: &str) -> anyhow::Result<String> {
+    eprint!("{label}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
+/// The password: the first line of standard input (scripts), or typed twice at a hidden prompt.
+fn read_password(from_stdin: bool, confirm: bool) -> anyhow::Result<String> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let password = line.strip_suffix('\n').unwrap_or(&line);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() {
+            bail!("the password must not be empty");
+        }
+        return Ok(password.to_owned());
+    }
+    let password = rpassword::prompt_password("Password: ")?;
+    if password.is_empty() {
+        bail!("the password must not be empty");
+    }
+    if confirm && rpassword::prompt_password("Password (again): ")? != password {
+        bail!("the passwords do not match");
+    }
+    Ok(password)
+}

@@ -1,0 +1,282 @@
+//! The WebSocket wire protocol, in one place: what clients send, what the server answers.
+//!
+//! It is the original multichat protocol (Django Channels), kept wire-compatible so that the original
+//! jQuery client works unchanged; everything new is additive. `docs/protocol.md` is the same table in prose.
+
+use std::borrow::Cow;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+
+/// An encoded server frame: serialized once, then shared by every recipient (cloning is a refcount).
+pub type Frame = Utf8Bytes;
+
+/// `msg_type` of a chat message.
+pub const MSG_MESSAGE: u8 = 0;
+/// `msg_type` of "someone entered the room".
+pub const MSG_ENTER: u8 = 4;
+/// `msg_type` of "someone left the room".
+pub const MSG_LEAVE: u8 = 5;
+
+/// A command from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `{"command":"join","room":ID}` — join a room (ID a number or a decimal string).
+    Join { room: RoomRef },
+    /// `{"command":"leave","room":ID}` — leave a room.
+    Leave { room: RoomRef },
+    /// `{"command":"send","room":ID,"message":TEXT}` — say TEXT in a joined room.
+    Send { room: RoomRef, message: String },
+}
+
+/// A room id as the client wrote it. The original client sends `"1"`, others `1`: both mean room 1,
+/// so joining with one and sending with the other works (the original refused that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomRef {
+    Id(i64),
+    /// Not a room id at all (`"abc"`, `-1`): answered with `ROOM_INVALID`, like a room that does not exist.
+    Invalid,
+}
+
+/// Error codes sent as `{"error":CODE}`. The first three are the original's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The session ended (logged out, expired) while the socket was open.
+    UserHasToLogin,
+    /// No such room.
+    RoomInvalid,
+    /// A staff-only room and the user is not staff, or `send` to a room not joined.
+    RoomAccessDenied,
+    /// Not JSON, not an object, a binary frame, or a field of the wrong type or missing.
+    MalformedFrame,
+    /// A `command` this server does not know.
+    UnknownCommand,
+    /// A frame over the configured size limit.
+    FrameTooLarge,
+    /// A message over the configured length limit.
+    MessageTooLong,
+    /// A message with nothing but white space.
+    MessageEmpty,
+    /// Too many messages per second on this connection.
+    RateLimited,
+    /// The server could not do it (the database is down, say); nothing was stored, try again.
+    ServerError,
+}
+
+/// A frame the server sends.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Event<'a> {
+    /// `{"join":"ID","title":T}` — to the joiner, after a successful join.
+    Joined { join: String, title: &'a str },
+    /// `{"leave":"ID"}` — to the leaver, after a leave (also when removed by the server).
+    Left { leave: String },
+    /// `{"msg_type":0,"room":ID,"username":U,"message":M,"id":N,"ts":MS}` — a message, to every member;
+    /// `id` is the room's dense message id, `ts` the server's time in Unix milliseconds.
+    Message {
+        msg_type: u8,
+        room: i64,
+        username: &'a str,
+        message: &'a str,
+        id: i64,
+        ts: i64,
+    },
+    /// `{"msg_type":4|5,"room":ID,"username":U}` — someone entered or left the room.
+    Presence {
+        msg_type: u8,
+        room: i64,
+        username: &'a str,
+    },
+    /// `{"error":CODE,"detail":TEXT}` (+ `"room":ID` when it concerns one) — a refused command.
+    Error {
+        error: ErrorCode,
+        detail: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<i64>,
+    },
+}
+
+impl Event<'_> {
+    /// Serializes the event once; the frame is then cloned per recipient, never re-encoded.
+    pub fn encode(&self) -> Frame {
+        // Serializing these plain structs cannot fail; an empty object would be the harmless fallback.
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| "{}".to_owned())
+            .into()
+    }
+
+    pub fn error(error: ErrorCode, detail: &str, room: Option<i64>) -> Frame {
+        Event::Error {
+            error,
+            detail,
+            room,
+        }
+        .encode()
+    }
+}
+
+/// Why a client frame could not be read as a command.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadFrame {
+    pub code: ErrorCode,
+    pub detail: Cow<'static, str>,
+}
+
+/// The fields any command may carry; unknown fields are ignored so that clients may add their own.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    command: Option<Cow<'a, str>>,
+    room: Option<RawRoom>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRoom {
+    Number(serde_json::Number),
+    Text(String),
+}
+
+impl From<RawRoom> for RoomRef {
+    fn from(raw: RawRoom) -> RoomRef {
+        let id = match raw {
+            RawRoom::Number(n) => n.as_i64(),
+            RawRoom::Text(s) => s.trim().parse::<i64>().ok(),
+        };
+        id.filter(|id| *id > 0)
+            .map_or(RoomRef::Invalid, RoomRef::Id)
+    }
+}
+
+/// Reads one client text frame.
+pub fn parse(text: &str) -> Result<Command, BadFrame> {
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| BadFrame {
+        code: ErrorCode::MalformedFrame,
+        detail: format!("not a command object: {e}").into(),
+    })?;
+    let missing = |field: &'static str| BadFrame {
+        code: ErrorCode::MalformedFrame,
+        detail: format!("missing field `{field}`").into(),
+    };
+    let command = envelope.command.ok_or_else(|| missing("command"))?;
+    let room = envelope.room.map(RoomRef::from);
+    match command.as_ref() {
+        "join" => Ok(Command::Join {
+            room: room.ok_or_else(|| missing("room"))?,
+        }),
+        "leave" => Ok(Command::Leave {
+            room: room.ok_or_else(|| missing("room"))?,
+        }),
+        "send" => Ok(Command::Send {
+            room: room.ok_or_else(|| missing("room"))?,
+            message: envelope.message.ok_or_else(|| missing("message"))?,
+        }),
+        other => Err(BadFrame {
+            code: ErrorCode::UnknownCommand,
+            detail: format!(
+                "unknown command `{}`",
+                other.chars().take(40).collect::<String>()
+            )
+            .into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_ids_may_be_numbers_or_decimal_strings() {
+        assert_eq!(
+            parse(r#"{"command":"join","room":"7"}"#),
+            Ok(Command::Join {
+                room: RoomRef::Id(7)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"command":"leave","room":7}"#),
+            Ok(Command::Leave {
+                room: RoomRef::Id(7)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"command":"join","room":"abc"}"#),
+            Ok(Command::Join {
+                room: RoomRef::Invalid
+            })
+        );
+        assert_eq!(
+            parse(r#"{"command":"join","room":-3}"#),
+            Ok(Command::Join {
+                room: RoomRef::Invalid
+            })
+        );
+        assert_eq!(
+            parse(r#"{"command":"join","room":1.5}"#),
+            Ok(Command::Join {
+                room: RoomRef::Invalid
+            })
+        );
+    }
+
+    #[test]
+    fn send_carries_its_message_and_unknown_fields_are_ignored() {
+        assert_eq!(
+            parse(r#"{"command":"send","room":1,"message":"hi","extra":true}"#),
+            Ok(Command::Send {
+                room: RoomRef::Id(1),
+                message: "hi".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_frames_say_what_is_wrong() {
+        let code = |text: &str| parse(text).unwrap_err().code;
+        assert_eq!(code("not json"), ErrorCode::MalformedFrame);
+        assert_eq!(code("[1,2]"), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"room":1}"#), ErrorCode::MalformedFrame);
+        assert_eq!(
+            code(r#"{"command":"send","room":1}"#),
+            ErrorCode::MalformedFrame
+        );
+        assert_eq!(
+            code(r#"{"command":"send","room":1,"message":5}"#),
+            ErrorCode::MalformedFrame
+        );
+        assert_eq!(
+            code(r#"{"command":"dance","room":1}"#),
+            ErrorCode::UnknownCommand
+        );
+    }
+
+    #[test]
+    fn events_encode_as_the_original_client_expects() {
+        let joined = Event::Joined {
+            join: "3".into(),
+            title: "Lobby",
+        }
+        .encode();
+        assert_eq!(joined.as_str(), r#"{"join":"3","title":"Lobby"}"#);
+        let msg = Event::Message {
+            msg_type: MSG_MESSAGE,
+            room: 3,
+            username: "ann",
+            message: "hi",
+            id: 9,
+            ts: 5,
+        };
+        assert_eq!(
+            msg.encode().as_str(),
+            r#"{"msg_type":0,"room":3,"username":"ann","message":"hi","id":9,"ts":5}"#
+        );
+        let err = Event::error(ErrorCode::RoomAccessDenied, "staff only", None);
+        assert_eq!(
+            err.as_str(),
+            r#"{"error":"ROOM_ACCESS_DENIED","detail":"staff only"}"#
+        );
+    }
+}
