@@ -65,3 +65,46 @@ impl Db {
         })
     }
 }
+
+/// A message as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Message {
+    pub room: i64,
+    pub id: i64,
+    pub username: String,
+    pub message: String,
+    pub ts: i64,
+}
+
+impl Db {
+    /// Up to `limit` messages of `room` with ids below `before`, oldest first.
+    pub async fn messages_before(
+        &self,
+        room: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, Error> {
+        let rows = sqlx::query(
+            "SELECT room_id, id, username, body, created_at FROM \
+               (SELECT * FROM messages WHERE room_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) newest \
+             ORDER BY id",
+        )
+        .bind(room)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Message {
+                    room: row.try_get("room_id")?,
+                    id: row.try_get("id")?,
+                    username: row.try_get("username")?,
+                    message: row.try_get("body")?,
+                    ts: row.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::from)
+    }
+}

@@ -8,7 +8,7 @@ mod rooms;
 mod sessions;
 mod users;
 
-pub use messages::StoredMessage;
+pub use messages::{Message, StoredMessage};
 pub use rooms::{Room, RoomPatch};
 pub use users::{NewUser, User, UserPatch};
 

@@ -1,0 +1,421 @@
+//! Test helpers: a fresh database per test (a SQLite file in a temp dir, or a Postgres database with a
+//! random name that is dropped afterwards), the real server on port 0, and real HTTP and WebSocket
+//! clients. Every network wait is bounded, so no test can hang.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use multichat_server::accounts::{self, Rights};
+use multichat_server::db::{Room, User};
+use multichat_server::{AppState, Config, Db};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Executor};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long any single network wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The Postgres server the tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("MULTICHAT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn NAME(backend: Backend)` as two tests, `sqlite::NAME` and `postgres::NAME`.
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A database of its own for one test; a Postgres one is dropped when this is.
+pub struct TestDb {
+    pub url: String,
+    pub data_dir: tempfile::TempDir,
+    postgres_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = multichat_server::db::sqlite_url(
+                    &data_dir.path().join(multichat_server::db::SQLITE_FILE),
+                );
+                TestDb {
+                    url,
+                    data_dir,
+                    postgres_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("multichat_test_{:016x}", rand_u64());
+                let mut admin = PgConnection::connect(&postgres_admin_url())
+                    .await
+                    .expect("Postgres at 127.0.0.1:5432 (.ci/run starts it)");
+                admin
+                    .execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                let base = postgres_admin_url();
+                let url = format!(
+                    "{}/{name}",
+                    base.rsplit_once('/').expect("a database in the URL").0
+                );
+                TestDb {
+                    url,
+                    data_dir,
+                    postgres_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// Runs `sql` directly against this database (to change what another server node would change).
+    pub async fn execute(&self, sql: &str) {
+        let pool = sqlx::AnyPool::connect(&self.url).await.expect("connect");
+        pool.execute(sql).await.expect("execute");
+        pool.close().await;
+    }
+
+    /// A new, migrated connection pool to this database.
+    pub async fn open(&self) -> Db {
+        let db = Db::connect(&self.url).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        db
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
+        // Drop runs outside async; a short-lived runtime on its own thread drops the database.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// Settings that make timing-based behaviour quick to observe in tests.
+pub fn test_config() -> Config {
+    Config {
+        ping_interval: Duration::from_secs(30),
+        hash_concurrency: 2,
+        ..Config::default()
+    }
+}
+
+/// The real server, serving on an ephemeral loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub db: Db,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(test_db: &TestDb) -> TestServer {
+        TestServer::start_with(test_db, test_config()).await
+    }
+
+    pub async fn start_with(test_db: &TestDb, config: Config) -> TestServer {
+        let db = test_db.open().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = AppState::new(db.clone(), config, CancellationToken::new()).expect("state");
+        let task = tokio::spawn(multichat_server::serve(listener, state.clone()));
+        TestServer {
+            addr,
+            state,
+            db,
+            task,
+        }
+    }
+
+    /// Shuts down gracefully and waits until the server has stopped.
+    pub async fn stop(self) {
+        self.state.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server stops in time")
+            .expect("task")
+            .expect("serve");
+        self.db.close().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn user(&self, name: &str, password: &str, rights: Rights) -> User {
+        accounts::create(&self.db, &self.state.passwords, name, password, rights)
+            .await
+            .expect("create user")
+    }
+
+    pub async fn room(&self, title: &str, staff_only: bool) -> Room {
+        self.db
+            .create_room(title, staff_only)
+            .await
+            .expect("create room")
+    }
+
+    /// Creates an account and logs it in over HTTP.
+    pub async fn login_new(&self, name: &str, rights: Rights) -> Session {
+        let password = format!("{name}-password");
+        self.user(name, &password, rights).await;
+        self.login(name, &password).await
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> Session {
+        let http = http_client();
+        let response = http
+            .post(self.url("/api/login"))
+            .json(&json!({ "username": name, "password": password }))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), 200, "login of {name}");
+        let body: Value = response.json().await.expect("login body");
+        Session {
+            token: body["token"].as_str().expect("token").to_owned(),
+            addr: self.addr,
+            http,
+        }
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(WAIT)
+        .build()
+        .expect("http client")
+}
+
+pub fn staff() -> Rights {
+    Rights {
+        is_staff: true,
+        is_admin: false,
+    }
+}
+
+pub fn admin() -> Rights {
+    Rights {
+        is_staff: true,
+        is_admin: true,
+    }
+}
+
+pub fn plain() -> Rights {
+    Rights::default()
+}
+
+/// A logged-in user: their token, and an HTTP client holding their session cookie.
+pub struct Session {
+    pub token: String,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+}
+
+impl Session {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Opens the chat socket the way a native client does: the token in `Authorization`, no Origin.
+    pub async fn connect(&self) -> Ws {
+        let mut request = format!("ws://{}/chat/stream/", self.addr)
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", self.token)).expect("header"),
+        );
+        Ws::open(request).await.expect("socket opens")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .patch(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("DELETE")
+    }
+}
+
+/// A real WebSocket client.
+pub struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn open(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("handshake in time")?;
+        Ok(Ws { stream })
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_raw(Message::text(text)).await;
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        tokio::time::timeout(WAIT, self.stream.send(message))
+            .await
+            .expect("send in time")
+            .expect("send");
+    }
+
+    /// The next JSON frame; fails the test if none comes in time or the socket closes.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame in time")
+                .expect("socket open")
+                .expect("frame");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("JSON frame")
+                }
+                Message::Close(frame) => panic!("socket closed unexpectedly: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `quiet` (proof of absence within a window the server has long
+    /// since had to deliver in; the positive cases use the same server path and arrive in milliseconds).
+    pub async fn expect_nothing(&mut self, quiet: Duration) {
+        match tokio::time::timeout(quiet, self.stream.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(other) => panic!("expected no frame, got {other:?}"),
+        }
+    }
+
+    /// Joins `room` and returns the reply.
+    pub async fn join(&mut self, room: i64) -> Value {
+        self.send(json!({ "command": "join", "room": room })).await;
+        self.recv().await
+    }
+
+    /// Waits for the server to close the socket; returns its close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            match tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("close in time")
+            {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
