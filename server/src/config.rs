@@ -13,7 +13,7 @@ pub struct Config {
     pub outbound_queue: usize,
     /// Messages one connection may send per second (bursts up to the same number).
     pub messages_per_second: u32,
-    /// How often an idle socket is pinged; one silent for two intervals is closed.
+    /// How often an idle socket is pinged; one that leaves a ping unanswered for an interval is closed.
     pub ping_interval: Duration,
     /// How long one write to a socket may take before the peer counts as gone.
     pub write_timeout: Duration,

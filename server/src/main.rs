@@ -66,7 +66,7 @@ struct Options {
     /// Messages one connection may send per second.
     #[arg(long, env = "MULTICHAT_MESSAGES_PER_SECOND", default_value_t = Config::default().messages_per_second, global = true)]
     messages_per_second: u32,
-    /// Seconds between pings of an idle socket; one silent for two intervals is closed.
+    /// Seconds between pings of an idle socket; one that leaves a ping unanswered that long is closed.
     #[arg(long, env = "MULTICHAT_PING_SECONDS", default_value_t = Config::default().ping_interval.as_secs(), global = true)]
     ping_seconds: u64,
     /// Do not announce users entering and leaving rooms.

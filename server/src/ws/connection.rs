@@ -37,6 +37,9 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
     let mut heartbeat = interval(ping_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // When the unanswered ping went out: a socket is closed only after a ping it had a whole interval to
+    // answer, never merely for having been quiet.
+    let mut ping_sent: Option<Instant> = None;
 
     let end = loop {
         tokio::select! {
@@ -50,6 +53,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
             incoming = socket.recv() => {
                 let Some(Ok(message)) = incoming else { break End::Peer };
                 last_heard = Instant::now();
+                ping_sent = None;
                 let reply = match message {
                     Message::Text(text) => conn.handle(text.as_str()).await,
                     Message::Binary(_) => vec![Event::error(ErrorCode::MalformedFrame, "binary frames are not supported; send JSON text", None)],
@@ -60,16 +64,20 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
                     break End::Peer;
                 }
             }
-            _ = heartbeat.tick() => {
-                let silent = last_heard.elapsed();
-                if silent >= ping_every * 2 {
+            _ = heartbeat.tick() => match ping_sent {
+                Some(sent) if sent.elapsed() >= ping_every => {
                     tracing::debug!(user = %conn.who.user.username, "closing a socket that stopped answering pings");
                     break End::Peer;
                 }
-                if silent >= ping_every && conn.write(&mut socket, Message::Ping(Default::default())).await.is_err() {
-                    break End::Peer;
+                Some(_) => {}
+                None if last_heard.elapsed() >= ping_every => {
+                    if conn.write(&mut socket, Message::Ping(Default::default())).await.is_err() {
+                        break End::Peer;
+                    }
+                    ping_sent = Some(Instant::now());
                 }
-            }
+                None => {}
+            },
         }
     };
 
