@@ -42,7 +42,7 @@ pub enum RoomRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
-    /// The session ended (logged out, expired) while the socket was open.
+    /// The session ended (logged out, account changed) while the socket was open; sent just before closing.
     UserHasToLogin,
     /// No such room.
     RoomInvalid,

@@ -118,6 +118,7 @@ async fn logout_closes_only_that_sessions_sockets(backend: Backend) {
     let (mut laptop_ws, mut phone_ws) = (laptop.connect().await, phone.connect().await);
 
     assert_eq!(laptop.post("/api/logout", json!({})).await.status(), 204);
+    assert_eq!(laptop_ws.recv().await["error"], "USER_HAS_TO_LOGIN");
     let close = laptop_ws.closed().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 4001);
     assert_eq!(

@@ -136,7 +136,32 @@ async fn a_flooding_connection_is_rate_limited_and_keeps_its_socket(backend: Bac
     server.stop().await;
 }
 
+async fn a_dead_database_gets_a_clear_error_and_the_socket_survives(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let lobby = server.room("Lobby", false).await;
+    let mut ann = server.login_new("ann", plain()).await.connect().await;
+    ann.join(lobby.id).await;
+    server.db.close().await; // every query from now on fails, as with a database that went away
+
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "into the void" }))
+        .await;
+    let reply = ann.recv().await;
+    assert_eq!(reply["error"], "SERVER_ERROR");
+    assert_eq!(reply["room"], lobby.id);
+    assert_eq!(ann.join(lobby.id + 1).await["error"], "SERVER_ERROR");
+    ann.send(json!({ "command": "leave", "room": lobby.id }))
+        .await;
+    assert_eq!(
+        ann.recv().await,
+        json!({ "leave": lobby.id.to_string() }),
+        "what needs no database still works"
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
+    a_dead_database_gets_a_clear_error_and_the_socket_survives,
     malformed_frames_get_errors_and_the_socket_survives,
     oversize_and_empty_messages_are_refused_without_losing_the_socket,
     a_flooding_connection_is_rate_limited_and_keeps_its_socket,

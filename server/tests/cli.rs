@@ -70,6 +70,55 @@ async fn createsuperuser_makes_an_admin_who_can_log_in(backend: Backend) {
     server.stop().await;
 }
 
+/// Runs `createsuperuser` with no flags on a pseudo-terminal (through util-linux `script`), typing `typed`.
+fn createsuperuser_at_a_terminal(db: &TestDb, typed: &str) -> Output {
+    let program = env!("CARGO_BIN_EXE_multichat-server");
+    let mut command = Command::new("script");
+    command.args(["-qec", &format!("{program} createsuperuser"), "/dev/null"]);
+    command
+        .env("MULTICHAT_DATA_DIR", db.data_dir.path())
+        .env_remove("DATABASE_URL");
+    if db.url.starts_with("postgres") {
+        command.env("DATABASE_URL", &db.url);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+async fn createsuperuser_prompts_at_a_terminal_and_confirms_the_password(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mismatch = createsuperuser_at_a_terminal(&db, "root\nhunter22\nhunter23\n");
+    assert!(!mismatch.status.success());
+    assert!(
+        stdout(&mismatch).contains("Password (again)"),
+        "{}",
+        stdout(&mismatch)
+    );
+    assert!(
+        stdout(&mismatch).contains("passwords do not match"),
+        "{}",
+        stdout(&mismatch)
+    );
+
+    let made = createsuperuser_at_a_terminal(&db, "root\nhunter22\nhunter22\n");
+    assert!(made.status.success(), "{}", stdout(&made));
+    let server = TestServer::start(&db).await;
+    let root = server.login("root", "hunter22").await;
+    assert_eq!(root.get("/api/admin/users").await.status(), 200);
+    server.stop().await;
+}
+
 async fn rooms_and_users_are_created_and_listed(backend: Backend) {
     let db = TestDb::new(backend).await;
     let room = run(&db, &["createroom", "--title", "Ops", "--staff-only"], "");
@@ -266,6 +315,7 @@ async fn first_start_says_how_to_create_the_first_admin(backend: Backend) {
 
 on_both_backends!(
     createsuperuser_makes_an_admin_who_can_log_in,
+    createsuperuser_prompts_at_a_terminal_and_confirms_the_password,
     rooms_and_users_are_created_and_listed,
     cli_mistakes_get_clear_errors,
     sigterm_closes_sockets_with_going_away_and_exits_zero,

@@ -83,6 +83,11 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
 
     state.hub.unregister(conn.id);
     if let End::Server(reason) = end {
+        if matches!(reason, CloseReason::LoggedOut | CloseReason::AccountChanged) {
+            // The original client shows errors and knows this one: it tells the user to log in again.
+            let frame = Event::error(ErrorCode::UserHasToLogin, reason.text(), None);
+            let _ = conn.write(&mut socket, Message::Text(frame)).await;
+        }
         let close = CloseFrame {
             code: reason.code(),
             reason: reason.text().into(),
