@@ -1,5 +1,7 @@
 //! Who may connect and where: the handshake, staff-only rooms, and rights that change while connected.
 
+#![allow(clippy::unwrap_used)] // in a test, a panic is the failure report
+
 #[macro_use]
 mod common;
 

@@ -1,5 +1,7 @@
 //! Accounts over HTTP: login, throttling, logout, first-run setup, the admin API.
 
+#![allow(clippy::unwrap_used)] // in a test, a panic is the failure report
+
 #[macro_use]
 mod common;
 

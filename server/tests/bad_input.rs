@@ -1,5 +1,7 @@
 //! Bad input gets a clear error and the connection goes on.
 
+#![allow(clippy::unwrap_used)] // in a test, a panic is the failure report
+
 #[macro_use]
 mod common;
 

@@ -1,5 +1,7 @@
 //! Chatting: rooms multiplexed over one socket, presence notices, message ids from the database.
 
+#![allow(clippy::unwrap_used)] // in a test, a panic is the failure report
+
 #[macro_use]
 mod common;
 

@@ -1,5 +1,7 @@
 //! The `multichat-server` binary: manage.py-style commands and the headless server's lifecycle.
 
+#![allow(clippy::unwrap_used)] // in a test, a panic is the failure report
+
 #[macro_use]
 mod common;
 

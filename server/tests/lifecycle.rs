@@ -1,5 +1,7 @@
 //! Connections that go quiet, read too slowly, or meet a server shutting down.
 
+#![allow(clippy::unwrap_used)] // in a test, a panic is the failure report
+
 #[macro_use]
 mod common;
 

@@ -39,7 +39,6 @@ pub enum Backend {
 }
 
 /// Runs each named `async fn NAME(backend: Backend)` as two tests, `sqlite::NAME` and `postgres::NAME`.
-
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
