@@ -30,6 +30,7 @@ CREATE TABLE sessions (
     expires_at BIGINT  NOT NULL
 );
 CREATE INDEX sessions_user ON sessions (user_id);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
 
 CREATE TABLE messages (
     room_id    INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,

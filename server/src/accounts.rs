@@ -13,13 +13,7 @@ pub struct Rights {
 }
 
 /// Checks the name and password, hashes the password and stores the account.
-pub async fn create(
-    db: &Db,
-    passwords: &Passwords,
-    name: &str,
-    password: &str,
-    rights: Rights,
-) -> Result<User, Error> {
+pub async fn create(db: &Db, passwords: &Passwords, name: &str, password: &str, rights: Rights) -> Result<User, Error> {
     let name = username::validate(name)?;
     let hash = passwords.hash(password).await?;
     db.create_user(NewUser {
@@ -39,9 +33,7 @@ pub fn room_title(title: &str) -> Result<&str, Error> {
         return Err(Error::Invalid("the room title must not be empty"));
     }
     if title.chars().count() > 255 {
-        return Err(Error::Invalid(
-            "the room title is longer than 255 characters",
-        ));
+        return Err(Error::Invalid("the room title is longer than 255 characters"));
     }
     Ok(title)
 }

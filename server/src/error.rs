@@ -35,6 +35,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("password hashing failed")]
     Hashing,
+    #[error("the server is busy; try again")]
+    Busy,
 }
 
 impl Error {
@@ -48,6 +50,7 @@ impl Error {
             Error::NotFound | Error::RoomInvalid => StatusCode::NOT_FOUND,
             Error::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Hashing => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -66,12 +69,7 @@ impl IntoResponse for Error {
         self.log_if_internal();
         let body = Json(serde_json::json!({ "error": self.to_string() }));
         match self {
-            Error::Throttled(secs) => (
-                self.status(),
-                [(header::RETRY_AFTER, secs.to_string())],
-                body,
-            )
-                .into_response(),
+            Error::Throttled(secs) => (self.status(), [(header::RETRY_AFTER, secs.to_string())], body).into_response(),
             _ => (self.status(), body).into_response(),
         }
     }

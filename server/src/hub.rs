@@ -77,6 +77,10 @@ pub struct Registration {
     pub closer: Closer,
 }
 
+/// A join that raced a change of rights or rooms: read the database again and retry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stale;
+
 /// What [`Hub::leave`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Left {
@@ -96,6 +100,9 @@ pub struct Hub {
 #[derive(Default)]
 struct Inner {
     next_id: ConnId,
+    /// Bumped by every change of rights or rooms, so a join can tell whether what it read from the
+    /// database is still current (see [`Hub::join`]).
+    epoch: u64,
     conns: HashMap<ConnId, Conn>,
     rooms: HashMap<i64, Members>,
 }
@@ -120,11 +127,7 @@ struct Members {
 
 impl Hub {
     pub fn new(queue_capacity: usize, presence_notices: bool) -> Hub {
-        Hub {
-            inner: Mutex::default(),
-            queue_capacity: queue_capacity.max(1),
-            presence_notices,
-        }
+        Hub { inner: Mutex::default(), queue_capacity: queue_capacity.max(1), presence_notices }
     }
 
     /// Adds a connection of `user` through `session`.
@@ -156,27 +159,30 @@ impl Hub {
             return;
         };
         for room in &conn.rooms {
-            if let Some(notice) = inner.remove_member(
-                room,
-                id,
-                conn.user_id,
-                &conn.username,
-                self.presence_notices,
-            ) {
+            if let Some(notice) = inner.remove_member(room, id, conn.user_id, &conn.username, self.presence_notices) {
                 inner.publish(*room, &notice);
             }
         }
     }
 
-    /// Adds connection `id` to `room` (already checked against the user's rights). Returns false if it
-    /// was already a member.
-    pub fn join(&self, id: ConnId, room: &Room) -> bool {
+    /// The current epoch: read it before checking a join against the database.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Adds connection `id` to `room`, which the database said at `epoch` the user (staff: `is_staff`) may
+    /// enter. If rights or rooms changed since, the join is [`Stale`]: the change's evictions could not see
+    /// this connection, so admitting it now could seat a demoted user in a staff-only room. Returns false
+    /// if the connection was already a member.
+    pub fn join(&self, id: ConnId, room: &Room, is_staff: bool, epoch: u64) -> Result<bool, Stale> {
         let mut inner = self.lock();
-        let Some(conn) = inner.conns.get_mut(&id) else {
-            return false;
-        };
+        if inner.epoch != epoch {
+            return Err(Stale);
+        }
+        let Some(conn) = inner.conns.get_mut(&id) else { return Ok(false) };
+        conn.is_staff = is_staff;
         if !conn.rooms.insert(room.id) {
-            return false;
+            return Ok(false);
         }
         let (user_id, username) = (conn.user_id, conn.username.clone());
         let members = inner.rooms.entry(room.id).or_default();
@@ -187,51 +193,34 @@ impl Hub {
             *count == 1
         };
         if first && self.presence_notices {
-            let notice = Event::Presence {
-                msg_type: MSG_ENTER,
-                room: room.id,
-                username: &username,
-            }
-            .encode();
+            let notice = Event::Presence { msg_type: MSG_ENTER, room: room.id, username: &username }.encode();
             inner.publish(room.id, &notice);
         }
         if let Some(members) = inner.rooms.get_mut(&room.id) {
             members.conns.insert(id);
         }
-        true
+        Ok(true)
     }
 
     /// Takes connection `id` out of room `room`.
     pub fn leave(&self, id: ConnId, room: i64) -> Left {
         let mut inner = self.lock();
         let Some(conn) = inner.conns.get_mut(&id) else {
-            return Left {
-                was_member: false,
-                notice: None,
-            };
+            return Left { was_member: false, notice: None };
         };
         if !conn.rooms.remove(&room) {
-            return Left {
-                was_member: false,
-                notice: None,
-            };
+            return Left { was_member: false, notice: None };
         }
         let (user_id, username) = (conn.user_id, conn.username.clone());
         let notice = inner.remove_member(&room, id, user_id, &username, self.presence_notices);
         if let Some(notice) = &notice {
             inner.publish(room, notice);
         }
-        Left {
-            was_member: true,
-            notice,
-        }
+        Left { was_member: true, notice }
     }
 
     pub fn is_member(&self, id: ConnId, room: i64) -> bool {
-        self.lock()
-            .conns
-            .get(&id)
-            .is_some_and(|c| c.rooms.contains(&room))
+        self.lock().conns.get(&id).is_some_and(|c| c.rooms.contains(&room))
     }
 
     /// Sends `frame` to every connection in `room`.
@@ -243,18 +232,17 @@ impl Hub {
     /// who is no longer staff is taken out of every staff-only room at once.
     pub fn user_changed(&self, user: &User) {
         if !user.is_active {
+            self.lock().epoch += 1;
             self.close_user(user.id, CloseReason::AccountChanged);
             return;
         }
         let mut inner = self.lock();
+        inner.epoch += 1;
         for conn in inner.conns.values_mut().filter(|c| c.user_id == user.id) {
             conn.is_staff = user.is_staff;
         }
         if !user.is_staff {
-            let denied = (
-                ErrorCode::RoomAccessDenied,
-                "you may no longer be in this staff-only room",
-            );
+            let denied = (ErrorCode::RoomAccessDenied, "you may no longer be in this staff-only room");
             inner.evict(
                 |_, members, conn| members.staff_only && conn.user_id == user.id,
                 denied,
@@ -271,49 +259,29 @@ impl Hub {
         };
         members.staff_only = room.staff_only;
         if room.staff_only {
-            let denied = (
-                ErrorCode::RoomAccessDenied,
-                "this room is now for staff only",
-            );
-            inner.evict(
-                |id, _, conn| id == room.id && !conn.is_staff,
-                denied,
-                self.presence_notices,
-            );
+            let denied = (ErrorCode::RoomAccessDenied, "this room is now for staff only");
+            inner.evict(|id, _, conn| id == room.id && !conn.is_staff, denied, self.presence_notices);
         }
     }
 
     /// Takes every member out of a deleted room.
     pub fn room_deleted(&self, room: i64) {
         let mut inner = self.lock();
-        inner.evict(
-            |id, _, _| id == room,
-            (ErrorCode::RoomInvalid, "this room was deleted"),
-            false,
-        );
+        inner.epoch += 1;
+        inner.evict(|id, _, _| id == room, (ErrorCode::RoomInvalid, "this room was deleted"), false);
         inner.rooms.remove(&room);
     }
 
     /// Closes every connection of one session (logout).
     pub fn close_session(&self, session: &str) {
-        for conn in self
-            .lock()
-            .conns
-            .values()
-            .filter(|c| &*c.session == session)
-        {
+        for conn in self.lock().conns.values().filter(|c| &*c.session == session) {
             conn.closer.close(CloseReason::LoggedOut);
         }
     }
 
     /// Closes every connection of `user_id` but those of session `keep` (after a password change).
     pub fn close_other_sessions(&self, user_id: i64, keep: &str) {
-        for conn in self
-            .lock()
-            .conns
-            .values()
-            .filter(|c| c.user_id == user_id && &*c.session != keep)
-        {
+        for conn in self.lock().conns.values().filter(|c| c.user_id == user_id && &*c.session != keep) {
             conn.closer.close(CloseReason::AccountChanged);
         }
     }
@@ -340,9 +308,7 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Nothing in a critical section can panic half-way and leave the maps inconsistent in a way that
         // matters more than staying up, so a poisoned lock is taken over rather than propagated.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -360,14 +326,7 @@ impl Inner {
 
     /// Drops `id` from `room`'s members; returns the "left" notice if that was the user's last connection
     /// there (and notices are on).
-    fn remove_member(
-        &mut self,
-        room: &i64,
-        id: ConnId,
-        user_id: i64,
-        username: &str,
-        notices: bool,
-    ) -> Option<Frame> {
+    fn remove_member(&mut self, room: &i64, id: ConnId, user_id: i64, username: &str, notices: bool) -> Option<Frame> {
         let members = self.rooms.get_mut(room)?;
         members.conns.remove(&id);
         let last = match members.users.get_mut(&user_id) {
@@ -384,24 +343,12 @@ impl Inner {
         if members.conns.is_empty() {
             self.rooms.remove(room);
         }
-        (last && notices).then(|| {
-            Event::Presence {
-                msg_type: MSG_LEAVE,
-                room: *room,
-                username,
-            }
-            .encode()
-        })
+        (last && notices).then(|| Event::Presence { msg_type: MSG_LEAVE, room: *room, username }.encode())
     }
 
     /// Takes each connection out of the rooms that `select(room, members, conn)` picks, telling it why
     /// (`why`, then `leave`) and telling the room who left.
-    fn evict(
-        &mut self,
-        select: impl Fn(i64, &Members, &Conn) -> bool,
-        why: (ErrorCode, &str),
-        notices: bool,
-    ) {
+    fn evict(&mut self, select: impl Fn(i64, &Members, &Conn) -> bool, why: (ErrorCode, &str), notices: bool) {
         let mut evicted = Vec::new();
         for (id, conn) in &self.conns {
             for room in &conn.rooms {
@@ -417,13 +364,7 @@ impl Inner {
             conn.rooms.remove(&room);
             let (user_id, username) = (conn.user_id, conn.username.clone());
             push(conn, Event::error(why.0, why.1, Some(room)));
-            push(
-                conn,
-                Event::Left {
-                    leave: room.to_string(),
-                }
-                .encode(),
-            );
+            push(conn, Event::Left { leave: room.to_string() }.encode());
             if let Some(notice) = self.remove_member(&room, id, user_id, &username, notices) {
                 self.publish(room, &notice);
                 if let Some(conn) = self.conns.get(&id) {
@@ -438,5 +379,82 @@ impl Inner {
 fn push(conn: &Conn, frame: Frame) {
     if let Err(mpsc::error::TrySendError::Full(_)) = conn.queue.try_send(frame) {
         conn.closer.close(CloseReason::SlowReader);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64, name: &str, is_staff: bool) -> User {
+        User { id, username: name.into(), is_staff, is_admin: false, is_active: true, created_at: 0 }
+    }
+
+    fn room(id: i64, staff_only: bool) -> Room {
+        Room { id, title: format!("room {id}"), staff_only, created_at: 0, last_message_id: 0 }
+    }
+
+    fn drain(frames: &mut mpsc::Receiver<Frame>) -> Vec<String> {
+        std::iter::from_fn(|| frames.try_recv().ok()).map(|f| f.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_join_that_raced_a_change_of_rights_is_stale_and_admits_nobody() {
+        let hub = Hub::new(8, true);
+        let sam = user(1, "sam", true);
+        let conn = hub.register(&sam, "s1".into());
+        let read_at = hub.epoch();
+        // The admin demotes sam after the join read the database but before it reached the hub.
+        hub.user_changed(&User { is_staff: false, ..sam.clone() });
+        assert_eq!(hub.join(conn.id, &room(7, true), true, read_at), Err(Stale));
+        assert!(!hub.is_member(conn.id, 7));
+        assert_eq!(hub.join(conn.id, &room(7, false), false, hub.epoch()), Ok(true), "a fresh read is admitted");
+    }
+
+    #[test]
+    fn presence_is_per_user_not_per_connection() {
+        let hub = Hub::new(8, true);
+        let ann = user(1, "ann", false);
+        let mut bob = hub.register(&user(2, "bob", false), "b".into());
+        let (w1, w2) = (hub.register(&ann, "a".into()), hub.register(&ann, "a".into()));
+        let lobby = room(1, false);
+        hub.join(bob.id, &lobby, false, hub.epoch()).unwrap();
+        hub.join(w1.id, &lobby, false, hub.epoch()).unwrap();
+        hub.join(w2.id, &lobby, false, hub.epoch()).unwrap();
+        assert_eq!(drain(&mut bob.frames), [r#"{"msg_type":4,"room":1,"username":"ann"}"#]);
+        assert_eq!(hub.leave(w1.id, 1), Left { was_member: true, notice: None });
+        hub.unregister(w2.id);
+        assert_eq!(drain(&mut bob.frames), [r#"{"msg_type":5,"room":1,"username":"ann"}"#]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_slow_reader_and_spares_the_others() {
+        let hub = Hub::new(2, false);
+        let slow = hub.register(&user(1, "slow", false), "s".into());
+        let mut quick = hub.register(&user(2, "quick", false), "q".into());
+        for conn in [slow.id, quick.id] {
+            hub.join(conn, &room(1, false), false, hub.epoch()).unwrap();
+        }
+        for n in 0..3 {
+            hub.publish(1, &Frame::from(format!("frame {n}")));
+            drain(&mut quick.frames);
+        }
+        assert_eq!(slow.closer.closed().await, CloseReason::SlowReader);
+        assert!(!quick.closer.token.is_cancelled());
+    }
+
+    #[test]
+    fn demotion_takes_a_user_out_of_staff_only_rooms_only() {
+        let hub = Hub::new(8, true);
+        let sam = user(1, "sam", true);
+        let mut conn = hub.register(&sam, "s".into());
+        hub.join(conn.id, &room(1, true), true, hub.epoch()).unwrap();
+        hub.join(conn.id, &room(2, false), true, hub.epoch()).unwrap();
+        hub.user_changed(&User { is_staff: false, ..sam });
+        assert!(!hub.is_member(conn.id, 1));
+        assert!(hub.is_member(conn.id, 2));
+        let frames = drain(&mut conn.frames);
+        assert!(frames[0].contains("ROOM_ACCESS_DENIED"), "{frames:?}");
+        assert_eq!(frames[1], r#"{"leave":"1"}"#);
     }
 }

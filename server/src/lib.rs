@@ -65,11 +65,7 @@ impl AppState {
 
 /// The whole HTTP surface: the API, the chat socket, the health check.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(api::router())
-        .merge(ws::router())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    Router::new().merge(api::router()).merge(ws::router()).layer(TraceLayer::new_for_http()).with_state(state)
 }
 
 /// Serves on `listener` until `state.shutdown` is cancelled, then stops accepting, closes every chat
@@ -77,9 +73,7 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     state.hub.close_all(CloseReason::Shutdown);
     state.tasks.close();
     state.tasks.wait().await;
@@ -87,10 +81,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
 }
 
 /// Connects to the configured database, migrates it, and logs how a newcomer gets started.
-pub async fn open_database(
-    database_url: Option<&str>,
-    data_dir: &std::path::Path,
-) -> Result<Db, Error> {
+pub async fn open_database(database_url: Option<&str>, data_dir: &std::path::Path) -> Result<Db, Error> {
     let db = match database_url {
         Some(url) => Db::connect(url).await?,
         None => Db::open_sqlite_dir(data_dir).await?,

@@ -14,11 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "multichat-server",
-    version,
-    about = "MultiChat: a self-hostable multi-room chat server"
-)]
+#[command(name = "multichat-server", version, about = "MultiChat: a self-hostable multi-room chat server")]
 struct Cli {
     #[command(flatten)]
     options: Options,
@@ -30,12 +26,7 @@ struct Cli {
 #[derive(Args)]
 struct Options {
     /// Address to listen on.
-    #[arg(
-        long,
-        env = "MULTICHAT_BIND",
-        default_value = "127.0.0.1:8000",
-        global = true
-    )]
+    #[arg(long, env = "MULTICHAT_BIND", default_value = "127.0.0.1:8000", global = true)]
     bind: SocketAddr,
     /// Where the embedded SQLite database lives [default: the per-user data directory, e.g. ~/.local/share/multichat].
     #[arg(long, env = "MULTICHAT_DATA_DIR", global = true)]
@@ -47,12 +38,7 @@ struct Options {
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     redis_url: Option<String>,
     /// Extra web origins allowed to open the chat socket (comma-separated), besides the server's own and the desktop app's.
-    #[arg(
-        long,
-        env = "MULTICHAT_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long, env = "MULTICHAT_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
     allowed_origin: Vec<String>,
     /// Largest client frame, in bytes, answered normally (larger ones get FRAME_TOO_LARGE).
     #[arg(long, env = "MULTICHAT_MAX_FRAME_BYTES", default_value_t = Config::default().max_frame_bytes, global = true)]
@@ -73,12 +59,7 @@ struct Options {
     #[arg(long, env = "MULTICHAT_NO_PRESENCE_NOTICES", global = true)]
     no_presence_notices: bool,
     /// Days a login lasts.
-    #[arg(
-        long,
-        env = "MULTICHAT_SESSION_DAYS",
-        default_value_t = 30,
-        global = true
-    )]
+    #[arg(long, env = "MULTICHAT_SESSION_DAYS", default_value_t = 30, global = true)]
     session_days: u64,
     /// Mark the session cookie Secure (when served over HTTPS).
     #[arg(long, env = "MULTICHAT_SECURE_COOKIES", global = true)]
@@ -145,9 +126,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         _ => "warn",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
         .with_writer(std::io::stderr)
         .init();
     if cli.options.redis_url.is_some() {
@@ -155,16 +134,14 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     }
     let data_dir = match &cli.options.data_dir {
         Some(dir) => dir.clone(),
-        None => dirs::data_dir()
-            .map(|d| d.join("multichat"))
-            .unwrap_or_else(|| PathBuf::from("multichat-data")),
+        None => dirs::data_dir().map(|d| d.join("multichat")).unwrap_or_else(|| PathBuf::from("multichat-data")),
     };
-    let db = open_database(cli.options.database_url.as_deref(), &data_dir)
-        .await
-        .with_context(|| match &cli.options.database_url {
+    let db = open_database(cli.options.database_url.as_deref(), &data_dir).await.with_context(|| {
+        match &cli.options.database_url {
             Some(_) => "could not open the database at DATABASE_URL".to_owned(),
             None => format!("could not open the database in {}", data_dir.display()),
-        })?;
+        }
+    })?;
     let result = run(cli, &db).await;
     db.close().await;
     result
@@ -176,40 +153,24 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(cli.options.bind, db.clone(), config).await?,
         Command::Migrate => println!("migrations applied"),
-        Command::Createsuperuser {
-            username,
-            password_stdin,
-        } => {
+        Command::Createsuperuser { username, password_stdin } => {
             let username = match username {
                 Some(name) => name,
                 None => prompt("Username: ")?,
             };
             let password = read_password(password_stdin, true)?;
-            let rights = Rights {
-                is_staff: true,
-                is_admin: true,
-            };
+            let rights = Rights { is_staff: true, is_admin: true };
             let user = accounts::create(db, &passwords()?, &username, &password, rights).await?;
             println!("Superuser {} created.", user.username);
         }
-        Command::Createuser {
-            username,
-            password_stdin: _,
-            staff,
-            admin,
-        } => {
+        Command::Createuser { username, password_stdin: _, staff, admin } => {
             let password = read_password(true, false)?;
-            let rights = Rights {
-                is_staff: staff,
-                is_admin: admin,
-            };
+            let rights = Rights { is_staff: staff, is_admin: admin };
             let user = accounts::create(db, &passwords()?, &username, &password, rights).await?;
             println!("User {} created.", user.username);
         }
         Command::Createroom { title, staff_only } => {
-            let room = db
-                .create_room(accounts::room_title(&title)?, staff_only)
-                .await?;
+            let room = db.create_room(accounts::room_title(&title)?, staff_only).await?;
             println!("{}", room.id);
         }
         Command::Listrooms => {
@@ -219,15 +180,9 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
             }
         }
         Command::Listusers => {
-            println!(
-                "{:>6}  {:<5}  {:<5}  {:<6}  USERNAME",
-                "ID", "STAFF", "ADMIN", "ACTIVE"
-            );
+            println!("{:>6}  {:<5}  {:<5}  {:<6}  USERNAME", "ID", "STAFF", "ADMIN", "ACTIVE");
             for u in db.list_users().await? {
-                println!(
-                    "{:>6}  {:<5}  {:<5}  {:<6}  {}",
-                    u.id, u.is_staff, u.is_admin, u.is_active, u.username
-                );
+                println!("{:>6}  {:<5}  {:<5}  {:<6}  {}", u.id, u.is_staff, u.is_admin, u.is_active, u.username);
             }
         }
     }
@@ -250,9 +205,7 @@ fn config(options: &Options) -> Config {
 }
 
 async fn serve(bind: SocketAddr, db: Db, config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("could not listen on {bind}"))?;
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("could not listen on {bind}"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let state = AppState::new(db.clone(), config, shutdown.clone())?;

@@ -74,20 +74,9 @@ pub enum Event<'a> {
     Left { leave: String },
     /// `{"msg_type":0,"room":ID,"username":U,"message":M,"id":N,"ts":MS}` — a message, to every member;
     /// `id` is the room's dense message id, `ts` the server's time in Unix milliseconds.
-    Message {
-        msg_type: u8,
-        room: i64,
-        username: &'a str,
-        message: &'a str,
-        id: i64,
-        ts: i64,
-    },
+    Message { msg_type: u8, room: i64, username: &'a str, message: &'a str, id: i64, ts: i64 },
     /// `{"msg_type":4|5,"room":ID,"username":U}` — someone entered or left the room.
-    Presence {
-        msg_type: u8,
-        room: i64,
-        username: &'a str,
-    },
+    Presence { msg_type: u8, room: i64, username: &'a str },
     /// `{"error":CODE,"detail":TEXT}` (+ `"room":ID` when it concerns one) — a refused command.
     Error {
         error: ErrorCode,
@@ -101,18 +90,11 @@ impl Event<'_> {
     /// Serializes the event once; the frame is then cloned per recipient, never re-encoded.
     pub fn encode(&self) -> Frame {
         // Serializing these plain structs cannot fail; an empty object would be the harmless fallback.
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| "{}".to_owned())
-            .into()
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned()).into()
     }
 
     pub fn error(error: ErrorCode, detail: &str, room: Option<i64>) -> Frame {
-        Event::Error {
-            error,
-            detail,
-            room,
-        }
-        .encode()
+        Event::Error { error, detail, room }.encode()
     }
 }
 
@@ -145,8 +127,7 @@ impl From<RawRoom> for RoomRef {
             RawRoom::Number(n) => n.as_i64(),
             RawRoom::Text(s) => s.trim().parse::<i64>().ok(),
         };
-        id.filter(|id| *id > 0)
-            .map_or(RoomRef::Invalid, RoomRef::Id)
+        id.filter(|id| *id > 0).map_or(RoomRef::Invalid, RoomRef::Id)
     }
 }
 
@@ -163,23 +144,15 @@ pub fn parse(text: &str) -> Result<Command, BadFrame> {
     let command = envelope.command.ok_or_else(|| missing("command"))?;
     let room = envelope.room.map(RoomRef::from);
     match command.as_ref() {
-        "join" => Ok(Command::Join {
-            room: room.ok_or_else(|| missing("room"))?,
-        }),
-        "leave" => Ok(Command::Leave {
-            room: room.ok_or_else(|| missing("room"))?,
-        }),
+        "join" => Ok(Command::Join { room: room.ok_or_else(|| missing("room"))? }),
+        "leave" => Ok(Command::Leave { room: room.ok_or_else(|| missing("room"))? }),
         "send" => Ok(Command::Send {
             room: room.ok_or_else(|| missing("room"))?,
             message: envelope.message.ok_or_else(|| missing("message"))?,
         }),
         other => Err(BadFrame {
             code: ErrorCode::UnknownCommand,
-            detail: format!(
-                "unknown command `{}`",
-                other.chars().take(40).collect::<String>()
-            )
-            .into(),
+            detail: format!("unknown command `{}`", other.chars().take(40).collect::<String>()).into(),
         }),
     }
 }
@@ -190,46 +163,18 @@ mod tests {
 
     #[test]
     fn room_ids_may_be_numbers_or_decimal_strings() {
-        assert_eq!(
-            parse(r#"{"command":"join","room":"7"}"#),
-            Ok(Command::Join {
-                room: RoomRef::Id(7)
-            })
-        );
-        assert_eq!(
-            parse(r#"{"command":"leave","room":7}"#),
-            Ok(Command::Leave {
-                room: RoomRef::Id(7)
-            })
-        );
-        assert_eq!(
-            parse(r#"{"command":"join","room":"abc"}"#),
-            Ok(Command::Join {
-                room: RoomRef::Invalid
-            })
-        );
-        assert_eq!(
-            parse(r#"{"command":"join","room":-3}"#),
-            Ok(Command::Join {
-                room: RoomRef::Invalid
-            })
-        );
-        assert_eq!(
-            parse(r#"{"command":"join","room":1.5}"#),
-            Ok(Command::Join {
-                room: RoomRef::Invalid
-            })
-        );
+        assert_eq!(parse(r#"{"command":"join","room":"7"}"#), Ok(Command::Join { room: RoomRef::Id(7) }));
+        assert_eq!(parse(r#"{"command":"leave","room":7}"#), Ok(Command::Leave { room: RoomRef::Id(7) }));
+        assert_eq!(parse(r#"{"command":"join","room":"abc"}"#), Ok(Command::Join { room: RoomRef::Invalid }));
+        assert_eq!(parse(r#"{"command":"join","room":-3}"#), Ok(Command::Join { room: RoomRef::Invalid }));
+        assert_eq!(parse(r#"{"command":"join","room":1.5}"#), Ok(Command::Join { room: RoomRef::Invalid }));
     }
 
     #[test]
     fn send_carries_its_message_and_unknown_fields_are_ignored() {
         assert_eq!(
             parse(r#"{"command":"send","room":1,"message":"hi","extra":true}"#),
-            Ok(Command::Send {
-                room: RoomRef::Id(1),
-                message: "hi".into()
-            })
+            Ok(Command::Send { room: RoomRef::Id(1), message: "hi".into() })
         );
     }
 
@@ -239,44 +184,18 @@ mod tests {
         assert_eq!(code("not json"), ErrorCode::MalformedFrame);
         assert_eq!(code("[1,2]"), ErrorCode::MalformedFrame);
         assert_eq!(code(r#"{"room":1}"#), ErrorCode::MalformedFrame);
-        assert_eq!(
-            code(r#"{"command":"send","room":1}"#),
-            ErrorCode::MalformedFrame
-        );
-        assert_eq!(
-            code(r#"{"command":"send","room":1,"message":5}"#),
-            ErrorCode::MalformedFrame
-        );
-        assert_eq!(
-            code(r#"{"command":"dance","room":1}"#),
-            ErrorCode::UnknownCommand
-        );
+        assert_eq!(code(r#"{"command":"send","room":1}"#), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"command":"send","room":1,"message":5}"#), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"command":"dance","room":1}"#), ErrorCode::UnknownCommand);
     }
 
     #[test]
     fn events_encode_as_the_original_client_expects() {
-        let joined = Event::Joined {
-            join: "3".into(),
-            title: "Lobby",
-        }
-        .encode();
+        let joined = Event::Joined { join: "3".into(), title: "Lobby" }.encode();
         assert_eq!(joined.as_str(), r#"{"join":"3","title":"Lobby"}"#);
-        let msg = Event::Message {
-            msg_type: MSG_MESSAGE,
-            room: 3,
-            username: "ann",
-            message: "hi",
-            id: 9,
-            ts: 5,
-        };
-        assert_eq!(
-            msg.encode().as_str(),
-            r#"{"msg_type":0,"room":3,"username":"ann","message":"hi","id":9,"ts":5}"#
-        );
+        let msg = Event::Message { msg_type: MSG_MESSAGE, room: 3, username: "ann", message: "hi", id: 9, ts: 5 };
+        assert_eq!(msg.encode().as_str(), r#"{"msg_type":0,"room":3,"username":"ann","message":"hi","id":9,"ts":5}"#);
         let err = Event::error(ErrorCode::RoomAccessDenied, "staff only", None);
-        assert_eq!(
-            err.as_str(),
-            r#"{"error":"ROOM_ACCESS_DENIED","detail":"staff only"}"#
-        );
+        assert_eq!(err.as_str(), r#"{"error":"ROOM_ACCESS_DENIED","detail":"staff only"}"#);
     }
 }

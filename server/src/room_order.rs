@@ -24,9 +24,6 @@ impl RoomOrder {
 
     /// Forgets a deleted room's lock.
     pub fn forget(&self, room: i64) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&room);
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&room);
     }
 }

@@ -17,13 +17,8 @@ pub fn validate(name: &str) -> Result<&str, Error> {
     if name.chars().count() > MAX_LEN {
         return Err(Error::Invalid("the username is longer than 150 characters"));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
-    {
-        return Err(Error::Invalid(
-            "a username may hold only letters, digits and @ . + - _",
-        ));
+    if !name.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c)) {
+        return Err(Error::Invalid("a username may hold only letters, digits and @ . + - _"));
     }
     Ok(name)
 }
@@ -33,9 +28,7 @@ pub fn validate(name: &str) -> Result<&str, Error> {
 /// Rust so that SQLite and Postgres agree.
 pub fn fold(name: &str) -> String {
     let normalized: String = name.trim().nfkc().collect();
-    caseless::default_case_fold_str(&normalized)
-        .nfkc()
-        .collect()
+    caseless::default_case_fold_str(&normalized).nfkc().collect()
 }
 
 #[cfg(test)]
@@ -46,11 +39,7 @@ mod tests {
     fn names_differing_only_in_case_share_a_key() {
         assert_eq!(fold("Alice"), fold("aLICE"));
         assert_eq!(fold("Straße"), fold("STRASSE"));
-        assert_eq!(
-            fold("ＡＬＩＣＥ"),
-            fold("alice"),
-            "full-width letters fold to ASCII"
-        );
+        assert_eq!(fold("ＡＬＩＣＥ"), fold("alice"), "full-width letters fold to ASCII");
         assert_ne!(fold("alice"), fold("alicia"));
     }
 

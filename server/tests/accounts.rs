@@ -25,33 +25,14 @@ async fn login_sets_an_httponly_cookie_and_names_are_case_insensitive(backend: B
     server.user("Zoë", "secret", plain()).await;
     let response = try_login(&server, "ZOË", "secret").await;
     assert_eq!(response.status(), 200);
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["user"]["username"], "Zoë");
-    assert!(
-        body["token"].as_str().unwrap().len() >= 43,
-        "at least 256 bits"
-    );
+    assert!(body["token"].as_str().unwrap().len() >= 43, "at least 256 bits");
 
-    let duplicate = multichat_server::accounts::create(
-        &server.db,
-        &server.state.passwords,
-        "zoë",
-        "x",
-        plain(),
-    )
-    .await;
-    assert!(matches!(
-        duplicate,
-        Err(multichat_server::Error::UsernameTaken)
-    ));
+    let duplicate = multichat_server::accounts::create(&server.db, &server.state.passwords, "zoë", "x", plain()).await;
+    assert!(matches!(duplicate, Err(multichat_server::Error::UsernameTaken)));
     server.stop().await;
 }
 
@@ -63,10 +44,7 @@ async fn wrong_credentials_get_one_generic_error_whether_or_not_the_user_exists(
     let no_such_user = try_login(&server, "nobody", "wrong").await;
     assert_eq!(wrong_password.status(), 401);
     assert_eq!(no_such_user.status(), 401);
-    assert_eq!(
-        wrong_password.text().await.unwrap(),
-        no_such_user.text().await.unwrap()
-    );
+    assert_eq!(wrong_password.text().await.unwrap(), no_such_user.text().await.unwrap());
 
     // Both take the path through argon2. The fastest of several tries is compared: load only ever adds
     // time, so the minimum shows the work done. Each name is tried once, so the throttle stays out of it.
@@ -74,19 +52,13 @@ async fn wrong_credentials_get_one_generic_error_whether_or_not_the_user_exists(
     let mut unknown = Duration::MAX;
     for n in 0..5 {
         server.user(&format!("real{n}"), "right", plain()).await;
-        for (name, fastest) in [
-            (format!("real{n}"), &mut known),
-            (format!("ghost{n}"), &mut unknown),
-        ] {
+        for (name, fastest) in [(format!("real{n}"), &mut known), (format!("ghost{n}"), &mut unknown)] {
             let start = Instant::now();
             assert_eq!(try_login(&server, &name, "wrong").await.status(), 401);
             *fastest = (*fastest).min(start.elapsed());
         }
     }
-    assert!(
-        unknown * 2 > known,
-        "unknown user answered in {unknown:?}, known in {known:?}"
-    );
+    assert!(unknown * 2 > known, "unknown user answered in {unknown:?}, known in {known:?}");
     server.stop().await;
 }
 
@@ -123,11 +95,7 @@ async fn logout_closes_only_that_sessions_sockets(backend: Backend) {
     assert_eq!(laptop_ws.recv().await["error"], "USER_HAS_TO_LOGIN");
     let close = laptop_ws.closed().await.expect("a close frame");
     assert_eq!(u16::from(close.code), 4001);
-    assert_eq!(
-        laptop.get("/api/me").await.status(),
-        401,
-        "the token is dead"
-    );
+    assert_eq!(laptop.get("/api/me").await.status(), 401, "the token is dead");
 
     phone_ws.expect_nothing(Duration::from_millis(300)).await;
     assert_eq!(phone.get("/api/me").await.status(), 200);
@@ -138,45 +106,21 @@ async fn the_first_run_setup_works_once_and_never_again(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
     let http = http_client();
-    let needed: Value = http
-        .get(server.url("/api/setup"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let needed: Value = http.get(server.url("/api/setup")).send().await.unwrap().json().await.unwrap();
     assert_eq!(needed, json!({ "needed": true }));
 
-    let first = http
-        .post(server.url("/api/setup"))
-        .json(&json!({ "username": "root", "password": "pw" }));
+    let first = http.post(server.url("/api/setup")).json(&json!({ "username": "root", "password": "pw" }));
     let first = first.send().await.unwrap();
     assert_eq!(first.status(), 201);
     let body: Value = first.json().await.unwrap();
-    assert_eq!(
-        (
-            body["user"]["is_admin"].as_bool(),
-            body["user"]["is_staff"].as_bool()
-        ),
-        (Some(true), Some(true))
-    );
+    assert_eq!((body["user"]["is_admin"].as_bool(), body["user"]["is_staff"].as_bool()), (Some(true), Some(true)));
     let me = http.get(server.url("/api/me")).send().await.unwrap();
     assert_eq!(me.status(), 200, "the cookie from setup logs the admin in");
 
-    let again = http_client()
-        .post(server.url("/api/setup"))
-        .json(&json!({ "username": "mallory", "password": "pw" }));
+    let again = http_client().post(server.url("/api/setup")).json(&json!({ "username": "mallory", "password": "pw" }));
     assert_eq!(again.send().await.unwrap().status(), 409);
     assert_eq!(try_login(&server, "mallory", "pw").await.status(), 401);
-    let needed: Value = http
-        .get(server.url("/api/setup"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let needed: Value = http.get(server.url("/api/setup")).send().await.unwrap().json().await.unwrap();
     assert_eq!(needed, json!({ "needed": false }));
     server.stop().await;
 }
@@ -187,38 +131,13 @@ async fn the_admin_api_is_for_admins_only(backend: Backend) {
     let pat = server.login_new("pat", staff()).await;
     let anonymous = http_client();
     for path in ["/api/admin/rooms", "/api/admin/users"] {
-        assert_eq!(
-            anonymous
-                .get(server.url(path))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401,
-            "{path}"
-        );
+        assert_eq!(anonymous.get(server.url(path)).send().await.unwrap().status(), 401, "{path}");
         assert_eq!(pat.get(path).await.status(), 403, "{path}");
     }
-    assert_eq!(
-        pat.post("/api/admin/rooms", json!({ "title": "mine" }))
-            .await
-            .status(),
-        403
-    );
-    assert_eq!(
-        pat.post(
-            "/api/admin/users",
-            json!({ "username": "x", "password": "y" })
-        )
-        .await
-        .status(),
-        403
-    );
+    assert_eq!(pat.post("/api/admin/rooms", json!({ "title": "mine" })).await.status(), 403);
+    assert_eq!(pat.post("/api/admin/users", json!({ "username": "x", "password": "y" })).await.status(), 403);
     assert_eq!(pat.delete("/api/admin/users/1").await.status(), 403);
-    assert!(
-        server.db.list_rooms(true).await.unwrap().is_empty(),
-        "nothing was created"
-    );
+    assert!(server.db.list_rooms(true).await.unwrap().is_empty(), "nothing was created");
     server.stop().await;
 }
 
@@ -227,100 +146,37 @@ async fn admins_manage_rooms_and_accounts(backend: Backend) {
     let server = TestServer::start(&db).await;
     let boss = server.login_new("boss", admin()).await;
 
-    let room: Value = boss
-        .post(
-            "/api/admin/rooms",
-            json!({ "title": "Ops", "staff_only": true }),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (room["title"].as_str(), room["staff_only"].as_bool()),
-        (Some("Ops"), Some(true))
-    );
-    let bad = boss
-        .post("/api/admin/rooms", json!({ "title": "x".repeat(256) }))
-        .await;
+    let room: Value =
+        boss.post("/api/admin/rooms", json!({ "title": "Ops", "staff_only": true })).await.json().await.unwrap();
+    assert_eq!((room["title"].as_str(), room["staff_only"].as_bool()), (Some("Ops"), Some(true)));
+    let bad = boss.post("/api/admin/rooms", json!({ "title": "x".repeat(256) })).await;
     assert_eq!(bad.status(), 400);
-    let renamed = boss
-        .patch(
-            &format!("/api/admin/rooms/{}", room["id"]),
-            json!({ "title": "Operations" }),
-        )
-        .await;
-    assert_eq!(
-        renamed.json::<Value>().await.unwrap()["title"],
-        "Operations"
-    );
+    let renamed = boss.patch(&format!("/api/admin/rooms/{}", room["id"]), json!({ "title": "Operations" })).await;
+    assert_eq!(renamed.json::<Value>().await.unwrap()["title"], "Operations");
 
-    let created = boss
-        .post(
-            "/api/admin/users",
-            json!({ "username": "newbie", "password": "pw1" }),
-        )
-        .await;
+    let created = boss.post("/api/admin/users", json!({ "username": "newbie", "password": "pw1" })).await;
     assert_eq!(created.status(), 201);
     let newbie: Value = created.json().await.unwrap();
-    let taken = boss
-        .post(
-            "/api/admin/users",
-            json!({ "username": "NEWBIE", "password": "pw" }),
-        )
-        .await;
+    let taken = boss.post("/api/admin/users", json!({ "username": "NEWBIE", "password": "pw" })).await;
     assert_eq!(taken.status(), 409);
-    let empty = boss
-        .post(
-            "/api/admin/users",
-            json!({ "username": "other", "password": "" }),
-        )
-        .await;
+    let empty = boss.post("/api/admin/users", json!({ "username": "other", "password": "" })).await;
     assert_eq!(empty.status(), 400);
 
     let newbie_session = server.login("newbie", "pw1").await;
     let mut newbie_ws = newbie_session.connect().await;
-    let reset = boss
-        .patch(
-            &format!("/api/admin/users/{}", newbie["id"]),
-            json!({ "password": "pw2" }),
-        )
-        .await;
+    let reset = boss.patch(&format!("/api/admin/users/{}", newbie["id"]), json!({ "password": "pw2" })).await;
     assert_eq!(reset.status(), 200);
-    assert_eq!(
-        u16::from(newbie_ws.closed().await.expect("close").code),
-        4003,
-        "a reset closes the sockets"
-    );
+    assert_eq!(u16::from(newbie_ws.closed().await.expect("close").code), 4003, "a reset closes the sockets");
     assert_eq!(try_login(&server, "newbie", "pw1").await.status(), 401);
     let mut newbie_ws = server.login("newbie", "pw2").await.connect().await;
 
-    let off = boss
-        .patch(
-            &format!("/api/admin/users/{}", newbie["id"]),
-            json!({ "is_active": false }),
-        )
-        .await;
+    let off = boss.patch(&format!("/api/admin/users/{}", newbie["id"]), json!({ "is_active": false })).await;
     assert_eq!(off.json::<Value>().await.unwrap()["is_active"], false);
-    assert_eq!(
-        u16::from(newbie_ws.closed().await.expect("close").code),
-        4003,
-        "deactivation closes the sockets"
-    );
+    assert_eq!(u16::from(newbie_ws.closed().await.expect("close").code), 4003, "deactivation closes the sockets");
     assert_eq!(try_login(&server, "newbie", "pw2").await.status(), 401);
 
-    assert_eq!(
-        boss.delete(&format!("/api/admin/rooms/{}", room["id"]))
-            .await
-            .status(),
-        204
-    );
-    assert_eq!(
-        boss.get(&format!("/api/admin/rooms/{}", room["id"]))
-            .await
-            .status(),
-        404
-    );
+    assert_eq!(boss.delete(&format!("/api/admin/rooms/{}", room["id"])).await.status(), 204);
+    assert_eq!(boss.get(&format!("/api/admin/rooms/{}", room["id"])).await.status(), 404);
     server.stop().await;
 }
 
@@ -332,28 +188,15 @@ async fn deleting_a_user_keeps_their_messages_under_their_name(backend: Backend)
     let leaver = server.login_new("leaver", plain()).await;
     let mut ws = leaver.connect().await;
     ws.join(lobby.id).await;
-    ws.send(json!({ "command": "send", "room": lobby.id, "message": "goodbye" }))
-        .await;
+    ws.send(json!({ "command": "send", "room": lobby.id, "message": "goodbye" })).await;
     assert_eq!(ws.recv().await["message"], "goodbye");
 
     let id = leaver.get("/api/me").await.json::<Value>().await.unwrap()["id"].clone();
-    assert_eq!(
-        boss.delete(&format!("/api/admin/users/{id}"))
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(boss.delete(&format!("/api/admin/users/{id}")).await.status(), 204);
     assert_eq!(u16::from(ws.closed().await.expect("close").code), 4003);
-    let history = server
-        .db
-        .messages_before(lobby.id, i64::MAX, 10)
-        .await
-        .unwrap();
+    let history = server.db.messages_before(lobby.id, i64::MAX, 10).await.unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!(
-        (history[0].username.as_str(), history[0].message.as_str()),
-        ("leaver", "goodbye")
-    );
+    assert_eq!((history[0].username.as_str(), history[0].message.as_str()), ("leaver", "goodbye"));
     server.stop().await;
 }
 
@@ -362,34 +205,10 @@ async fn the_last_admin_cannot_be_removed(backend: Backend) {
     let server = TestServer::start(&db).await;
     let boss = server.login_new("boss", admin()).await;
     let id = boss.get("/api/me").await.json::<Value>().await.unwrap()["id"].clone();
-    assert_eq!(
-        boss.patch(
-            &format!("/api/admin/users/{id}"),
-            json!({ "is_admin": false })
-        )
-        .await
-        .status(),
-        409
-    );
-    assert_eq!(
-        boss.patch(
-            &format!("/api/admin/users/{id}"),
-            json!({ "is_active": false })
-        )
-        .await
-        .status(),
-        409
-    );
-    assert_eq!(
-        boss.delete(&format!("/api/admin/users/{id}"))
-            .await
-            .status(),
-        409
-    );
-    assert_eq!(
-        boss.get("/api/me").await.json::<Value>().await.unwrap()["is_admin"],
-        true
-    );
+    assert_eq!(boss.patch(&format!("/api/admin/users/{id}"), json!({ "is_admin": false })).await.status(), 409);
+    assert_eq!(boss.patch(&format!("/api/admin/users/{id}"), json!({ "is_active": false })).await.status(), 409);
+    assert_eq!(boss.delete(&format!("/api/admin/users/{id}")).await.status(), 409);
+    assert_eq!(boss.get("/api/me").await.json::<Value>().await.unwrap()["is_admin"], true);
     server.stop().await;
 }
 
@@ -400,30 +219,12 @@ async fn users_change_their_own_password_with_the_old_one(backend: Backend) {
     let here = server.login("ann", "old").await;
     let elsewhere = server.login("ann", "old").await;
     let mut elsewhere_ws = elsewhere.connect().await;
-    let wrong = here
-        .post(
-            "/api/me/password",
-            json!({ "old_password": "nope", "new_password": "new" }),
-        )
-        .await;
+    let wrong = here.post("/api/me/password", json!({ "old_password": "nope", "new_password": "new" })).await;
     assert_eq!(wrong.status(), 401);
-    let changed = here
-        .post(
-            "/api/me/password",
-            json!({ "old_password": "old", "new_password": "new" }),
-        )
-        .await;
+    let changed = here.post("/api/me/password", json!({ "old_password": "old", "new_password": "new" })).await;
     assert_eq!(changed.status(), 204);
-    assert_eq!(
-        here.get("/api/me").await.status(),
-        200,
-        "this session stays"
-    );
-    assert_eq!(
-        elsewhere.get("/api/me").await.status(),
-        401,
-        "other sessions end"
-    );
+    assert_eq!(here.get("/api/me").await.status(), 200, "this session stays");
+    assert_eq!(elsewhere.get("/api/me").await.status(), 401, "other sessions end");
     assert!(elsewhere_ws.closed().await.is_some());
     assert_eq!(try_login(&server, "ann", "new").await.status(), 200);
     server.stop().await;
@@ -432,18 +233,10 @@ async fn users_change_their_own_password_with_the_old_one(backend: Backend) {
 async fn health_reports_the_database(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
-    let ok = http_client()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let ok = http_client().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     server.db.close().await; // as good as a dead database for this server
-    let down = http_client()
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let down = http_client().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(down.status(), 503);
     let login = try_login(&server, "anyone", "pw").await;
     assert_eq!(login.status(), 503, "a clear error, not a crash");

@@ -22,95 +22,59 @@ async fn malformed_frames_get_errors_and_the_socket_survives(backend: Backend) {
         ("[1, 2, 3]", "MALFORMED_FRAME"),
         (r#"{"room": 1}"#, "MALFORMED_FRAME"),
         (r#"{"command": "send", "room": 1}"#, "MALFORMED_FRAME"),
-        (
-            r#"{"command": "send", "room": 1, "message": 42}"#,
-            "MALFORMED_FRAME",
-        ),
+        (r#"{"command": "send", "room": 1, "message": 42}"#, "MALFORMED_FRAME"),
         (r#"{"command": "dance", "room": 1}"#, "UNKNOWN_COMMAND"),
-        (
-            r#"{"command": "send", "room": {"id": 1}, "message": "x"}"#,
-            "MALFORMED_FRAME",
-        ),
+        (r#"{"command": "send", "room": {"id": 1}, "message": "x"}"#, "MALFORMED_FRAME"),
     ];
     for (frame, code) in cases {
         ann.send_text(frame).await;
         let reply = ann.recv().await;
         assert_eq!(reply["error"], code, "for {frame}");
-        assert!(
-            reply["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "a human-readable detail for {frame}"
-        );
+        assert!(reply["detail"].as_str().is_some_and(|d| !d.is_empty()), "a human-readable detail for {frame}");
     }
-    ann.send_raw(Message::binary(vec![0u8, 159, 146, 150]))
-        .await;
+    ann.send_raw(Message::binary(vec![0u8, 159, 146, 150])).await;
     assert_eq!(ann.recv().await["error"], "MALFORMED_FRAME");
 
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "still connected" }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "still connected" })).await;
     assert_eq!(ann.recv().await["message"], "still connected");
     server.stop().await;
 }
 
 async fn oversize_and_empty_messages_are_refused_without_losing_the_socket(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let config = Config {
-        max_message_chars: 50,
-        max_frame_bytes: 1024,
-        ..test_config()
-    };
+    let config = Config { max_message_chars: 50, max_frame_bytes: 1024, ..test_config() };
     let server = TestServer::start_with(&db, config).await;
     let lobby = server.room("Lobby", false).await;
     let mut ann = server.login_new("ann", plain()).await.connect().await;
     ann.join(lobby.id).await;
 
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "é".repeat(51) }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "é".repeat(51) })).await;
     let reply = ann.recv().await;
     assert_eq!(reply["error"], "MESSAGE_TOO_LONG");
     assert_eq!(reply["room"], lobby.id);
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "é".repeat(50) }))
-        .await;
-    assert_eq!(
-        ann.recv().await["message"],
-        "é".repeat(50),
-        "exactly the limit, counted in characters"
-    );
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "é".repeat(50) })).await;
+    assert_eq!(ann.recv().await["message"], "é".repeat(50), "exactly the limit, counted in characters");
 
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "x".repeat(2000) }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "x".repeat(2000) })).await;
     assert_eq!(ann.recv().await["error"], "FRAME_TOO_LARGE");
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "  \n " }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "  \n " })).await;
     assert_eq!(ann.recv().await["error"], "MESSAGE_EMPTY");
 
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "fine" }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "fine" })).await;
     assert_eq!(ann.recv().await["message"], "fine");
-    let stored = server
-        .db
-        .messages_before(lobby.id, i64::MAX, 10)
-        .await
-        .unwrap();
+    let stored = server.db.messages_before(lobby.id, i64::MAX, 10).await.unwrap();
     assert_eq!(stored.len(), 2, "refused messages are not stored");
     server.stop().await;
 }
 
 async fn a_flooding_connection_is_rate_limited_and_keeps_its_socket(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = TestServer::start_with(
-        &db,
-        Config {
-            messages_per_second: 3,
-            ..test_config()
-        },
-    )
-    .await;
+    let server = TestServer::start_with(&db, Config { messages_per_second: 3, ..test_config() }).await;
     let lobby = server.room("Lobby", false).await;
     let mut ann = server.login_new("ann", plain()).await.connect().await;
     ann.join(lobby.id).await;
     for n in 0..10 {
-        ann.send(json!({ "command": "send", "room": lobby.id, "message": format!("spam {n}") }))
-            .await;
+        ann.send(json!({ "command": "send", "room": lobby.id, "message": format!("spam {n}") })).await;
     }
     let mut delivered = 0;
     let mut limited = 0;
@@ -123,17 +87,10 @@ async fn a_flooding_connection_is_rate_limited_and_keeps_its_socket(backend: Bac
             delivered += 1;
         }
     }
-    assert!(
-        limited >= 5,
-        "most of a burst of 10 at 3/s is refused ({delivered} delivered)"
-    );
-    assert!(
-        delivered >= 3,
-        "the allowance gets through ({delivered} delivered)"
-    );
+    assert!(limited >= 5, "most of a burst of 10 at 3/s is refused ({delivered} delivered)");
+    assert!(delivered >= 3, "the allowance gets through ({delivered} delivered)");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "after a pause" }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "after a pause" })).await;
     assert_eq!(ann.recv().await["message"], "after a pause");
     server.stop().await;
 }
@@ -146,23 +103,29 @@ async fn a_dead_database_gets_a_clear_error_and_the_socket_survives(backend: Bac
     ann.join(lobby.id).await;
     server.db.close().await; // every query from now on fails, as with a database that went away
 
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "into the void" }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "into the void" })).await;
     let reply = ann.recv().await;
     assert_eq!(reply["error"], "SERVER_ERROR");
     assert_eq!(reply["room"], lobby.id);
     assert_eq!(ann.join(lobby.id + 1).await["error"], "SERVER_ERROR");
-    ann.send(json!({ "command": "leave", "room": lobby.id }))
-        .await;
-    assert_eq!(
-        ann.recv().await,
-        json!({ "leave": lobby.id.to_string() }),
-        "what needs no database still works"
-    );
+    ann.send(json!({ "command": "leave", "room": lobby.id })).await;
+    assert_eq!(ann.recv().await, json!({ "leave": lobby.id.to_string() }), "what needs no database still works");
+    server.stop().await;
+}
+
+async fn a_frame_over_the_transport_limit_closes_with_message_too_big(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, Config { max_frame_bytes: 1024, ..test_config() }).await;
+    let mut ann = server.login_new("ann", plain()).await.connect().await;
+    let limit = server.state.config.transport_limit();
+    ann.send_text(&"x".repeat(limit + 1)).await;
+    let close = ann.closed().await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1009);
     server.stop().await;
 }
 
 on_both_backends!(
+    a_frame_over_the_transport_limit_closes_with_message_too_big,
     a_dead_database_gets_a_clear_error_and_the_socket_survives,
     malformed_frames_get_errors_and_the_socket_survives,
     oversize_and_empty_messages_are_refused_without_losing_the_socket,

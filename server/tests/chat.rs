@@ -18,18 +18,11 @@ async fn two_users_chat_in_a_room(backend: Backend) {
     let mut ann = server.login_new("ann", plain()).await.connect().await;
     let mut bob = server.login_new("bob", plain()).await.connect().await;
 
-    assert_eq!(
-        ann.join(lobby.id).await,
-        json!({ "join": lobby.id.to_string(), "title": "Lobby" })
-    );
+    assert_eq!(ann.join(lobby.id).await, json!({ "join": lobby.id.to_string(), "title": "Lobby" }));
     assert_eq!(bob.join(lobby.id).await["join"], lobby.id.to_string());
-    assert_eq!(
-        ann.recv().await,
-        json!({ "msg_type": 4, "room": lobby.id, "username": "bob" })
-    );
+    assert_eq!(ann.recv().await, json!({ "msg_type": 4, "room": lobby.id, "username": "bob" }));
 
-    ann.send(json!({ "command": "send", "room": lobby.id.to_string(), "message": "hello bob" }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id.to_string(), "message": "hello bob" })).await;
     for ws in [&mut ann, &mut bob] {
         let msg = ws.recv().await;
         assert_eq!(msg["msg_type"], 0);
@@ -37,13 +30,9 @@ async fn two_users_chat_in_a_room(backend: Backend) {
         assert_eq!(msg["username"], "ann");
         assert_eq!(msg["message"], "hello bob");
         assert_eq!(msg["id"], 1, "the room's first message");
-        assert!(
-            msg["ts"].as_i64().unwrap() > 1_700_000_000_000,
-            "a server timestamp in ms"
-        );
+        assert!(msg["ts"].as_i64().unwrap() > 1_700_000_000_000, "a server timestamp in ms");
     }
-    bob.send(json!({ "command": "send", "room": lobby.id, "message": "hi ann" }))
-        .await;
+    bob.send(json!({ "command": "send", "room": lobby.id, "message": "hi ann" })).await;
     assert_eq!(ann.recv().await["id"], 2);
     assert_eq!(bob.recv().await["message"], "hi ann");
     server.stop().await;
@@ -52,11 +41,7 @@ async fn two_users_chat_in_a_room(backend: Backend) {
 async fn one_socket_carries_every_joined_room(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
-    let (a, b, c) = (
-        server.room("A", false).await,
-        server.room("B", false).await,
-        server.room("C", false).await,
-    );
+    let (a, b, c) = (server.room("A", false).await, server.room("B", false).await, server.room("C", false).await);
     let mut ann = server.login_new("ann", plain()).await.connect().await;
     let mut bob = server.login_new("bob", plain()).await.connect().await;
     ann.join(a.id).await;
@@ -69,19 +54,12 @@ async fn one_socket_carries_every_joined_room(backend: Backend) {
     }
 
     for (room, text) in [(a.id, "in A"), (c.id, "in C"), (b.id, "in B")] {
-        bob.send(json!({ "command": "send", "room": room, "message": text }))
-            .await;
+        bob.send(json!({ "command": "send", "room": room, "message": text })).await;
     }
     let first = ann.recv().await;
     let second = ann.recv().await;
-    assert_eq!(
-        (first["room"].as_i64(), first["message"].as_str()),
-        (Some(a.id), Some("in A"))
-    );
-    assert_eq!(
-        (second["room"].as_i64(), second["message"].as_str()),
-        (Some(b.id), Some("in B"))
-    );
+    assert_eq!((first["room"].as_i64(), first["message"].as_str()), (Some(a.id), Some("in A")));
+    assert_eq!((second["room"].as_i64(), second["message"].as_str()), (Some(b.id), Some("in B")));
     assert_eq!(first["id"], 1);
     assert_eq!(second["id"], 1, "ids count per room");
     ann.expect_nothing(Duration::from_millis(300)).await;
@@ -97,58 +75,32 @@ async fn rooms_hear_who_enters_and_leaves(backend: Backend) {
     let mut bob = bob_session.connect().await;
     ann.join(lobby.id).await;
     bob.join(lobby.id).await;
-    assert_eq!(
-        ann.recv().await,
-        json!({ "msg_type": 4, "room": lobby.id, "username": "bob" })
-    );
+    assert_eq!(ann.recv().await, json!({ "msg_type": 4, "room": lobby.id, "username": "bob" }));
 
-    bob.send(json!({ "command": "leave", "room": lobby.id }))
-        .await;
+    bob.send(json!({ "command": "leave", "room": lobby.id })).await;
     assert_eq!(bob.recv().await, json!({ "leave": lobby.id.to_string() }));
-    assert_eq!(
-        bob.recv().await,
-        json!({ "msg_type": 5, "room": lobby.id, "username": "bob" }),
-        "the leaver too"
-    );
-    assert_eq!(
-        ann.recv().await,
-        json!({ "msg_type": 5, "room": lobby.id, "username": "bob" })
-    );
+    assert_eq!(bob.recv().await, json!({ "msg_type": 5, "room": lobby.id, "username": "bob" }), "the leaver too");
+    assert_eq!(ann.recv().await, json!({ "msg_type": 5, "room": lobby.id, "username": "bob" }));
 
     // Disconnecting counts as leaving.
     let mut bob = bob_session.connect().await;
     bob.join(lobby.id).await;
     assert_eq!(ann.recv().await["msg_type"], 4);
     drop(bob);
-    assert_eq!(
-        ann.recv().await,
-        json!({ "msg_type": 5, "room": lobby.id, "username": "bob" })
-    );
+    assert_eq!(ann.recv().await, json!({ "msg_type": 5, "room": lobby.id, "username": "bob" }));
     server.stop().await;
 }
 
 async fn presence_notices_can_be_turned_off(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = TestServer::start_with(
-        &db,
-        Config {
-            presence_notices: false,
-            ..test_config()
-        },
-    )
-    .await;
+    let server = TestServer::start_with(&db, Config { presence_notices: false, ..test_config() }).await;
     let lobby = server.room("Lobby", false).await;
     let mut ann = server.login_new("ann", plain()).await.connect().await;
     let mut bob = server.login_new("bob", plain()).await.connect().await;
     ann.join(lobby.id).await;
     bob.join(lobby.id).await;
-    bob.send(json!({ "command": "send", "room": lobby.id, "message": "quietly" }))
-        .await;
-    assert_eq!(
-        ann.recv().await["message"],
-        "quietly",
-        "the first frame is the message, no enter notice"
-    );
+    bob.send(json!({ "command": "send", "room": lobby.id, "message": "quietly" })).await;
+    assert_eq!(ann.recv().await["message"], "quietly", "the first frame is the message, no enter notice");
     drop(bob);
     ann.expect_nothing(Duration::from_millis(300)).await;
     server.stop().await;
@@ -163,40 +115,25 @@ async fn each_connection_of_a_user_gets_what_its_own_joins_ask_for(backend: Back
     let mut bob = server.login_new("bob", plain()).await.connect().await;
     bob.join(a.id).await;
     window1.join(a.id).await;
-    assert_eq!(
-        bob.recv().await,
-        json!({ "msg_type": 4, "room": a.id, "username": "ann" })
-    );
+    assert_eq!(bob.recv().await, json!({ "msg_type": 4, "room": a.id, "username": "ann" }));
     window2.join(a.id).await;
     window2.join(b.id).await;
     bob.expect_nothing(Duration::from_millis(200)).await; // ann was already present in A
 
-    bob.send(json!({ "command": "send", "room": a.id, "message": "to A" }))
-        .await;
-    assert_eq!(
-        bob.recv().await["message"],
-        "to A",
-        "the sender gets its own message too"
-    );
+    bob.send(json!({ "command": "send", "room": a.id, "message": "to A" })).await;
+    assert_eq!(bob.recv().await["message"], "to A", "the sender gets its own message too");
     assert_eq!(window1.recv().await["message"], "to A");
     assert_eq!(window2.recv().await["message"], "to A");
-    window2
-        .send(json!({ "command": "send", "room": b.id, "message": "to B" }))
-        .await;
+    window2.send(json!({ "command": "send", "room": b.id, "message": "to B" })).await;
     assert_eq!(window2.recv().await["message"], "to B");
     window1.expect_nothing(Duration::from_millis(300)).await;
 
     // Ann closing one window does not make her leave A: she is still there in the other.
-    window1
-        .send(json!({ "command": "leave", "room": a.id }))
-        .await;
+    window1.send(json!({ "command": "leave", "room": a.id })).await;
     assert_eq!(window1.recv().await, json!({ "leave": a.id.to_string() }));
     bob.expect_nothing(Duration::from_millis(300)).await;
     drop(window2);
-    assert_eq!(
-        bob.recv().await,
-        json!({ "msg_type": 5, "room": a.id, "username": "ann" })
-    );
+    assert_eq!(bob.recv().await, json!({ "msg_type": 5, "room": a.id, "username": "ann" }));
     server.stop().await;
 }
 
@@ -208,8 +145,7 @@ async fn message_ids_continue_after_a_restart(backend: Backend) {
     let mut ann = server.login("ann", "pw-ann").await.connect().await;
     ann.join(lobby.id).await;
     for n in 1..=3 {
-        ann.send(json!({ "command": "send", "room": lobby.id, "message": format!("m{n}") }))
-            .await;
+        ann.send(json!({ "command": "send", "room": lobby.id, "message": format!("m{n}") })).await;
         assert_eq!(ann.recv().await["id"], n);
     }
     server.stop().await;
@@ -217,22 +153,14 @@ async fn message_ids_continue_after_a_restart(backend: Backend) {
     let server = TestServer::start(&db).await;
     let mut ann = server.login("ann", "pw-ann").await.connect().await;
     ann.join(lobby.id).await;
-    ann.send(json!({ "command": "send", "room": lobby.id, "message": "after restart" }))
-        .await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "after restart" })).await;
     assert_eq!(ann.recv().await["id"], 4);
     server.stop().await;
 }
 
 async fn concurrent_senders_get_dense_ids_delivered_in_order(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = TestServer::start_with(
-        &db,
-        Config {
-            messages_per_second: 1000,
-            ..test_config()
-        },
-    )
-    .await;
+    let server = TestServer::start_with(&db, Config { messages_per_second: 1000, ..test_config() }).await;
     let lobby = server.room("Lobby", false).await;
     let mut reader = server.login_new("reader", plain()).await.connect().await;
     reader.join(lobby.id).await;
@@ -247,17 +175,12 @@ async fn concurrent_senders_get_dense_ids_delivered_in_order(backend: Backend) {
     }
     let sends = writers.iter_mut().map(|ws| async move {
         for n in 0..20 {
-            ws.send(json!({ "command": "send", "room": lobby.id, "message": format!("n{n}") }))
-                .await;
+            ws.send(json!({ "command": "send", "room": lobby.id, "message": format!("n{n}") })).await;
         }
     });
     futures_util::future::join_all(sends).await;
     for expected in 1..=60 {
-        assert_eq!(
-            reader.recv().await["id"],
-            expected,
-            "ids arrive dense and in order"
-        );
+        assert_eq!(reader.recv().await["id"], expected, "ids arrive dense and in order");
     }
     server.stop().await;
 }

@@ -15,10 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 fn binary(db: &TestDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_multichat-server"));
     // As on a developer machine: backtraces on, so a user mistake must still print only a message.
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_BACKTRACE", "1");
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_BACKTRACE", "1");
     command.arg("--data-dir").arg(db.data_dir.path());
     if db.url.starts_with("postgres") {
         command.env("DATABASE_URL", &db.url);
@@ -34,12 +31,7 @@ fn run(db: &TestDb, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -53,21 +45,14 @@ fn stderr(output: &Output) -> String {
 
 async fn createsuperuser_makes_an_admin_who_can_log_in(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let made = run(
-        &db,
-        &["createsuperuser", "--username", "root", "--password-stdin"],
-        "s3cret pass\n",
-    );
+    let made = run(&db, &["createsuperuser", "--username", "root", "--password-stdin"], "s3cret pass\n");
     assert!(made.status.success(), "{}", stderr(&made));
     assert!(stdout(&made).contains("root"));
 
     let server = TestServer::start(&db).await;
     let root = server.login("root", "s3cret pass").await;
     let me: serde_json::Value = root.get("/api/me").await.json().await.unwrap();
-    assert_eq!(
-        (me["is_admin"].as_bool(), me["is_staff"].as_bool()),
-        (Some(true), Some(true))
-    );
+    assert_eq!((me["is_admin"].as_bool(), me["is_staff"].as_bool()), (Some(true), Some(true)));
     assert_eq!(root.get("/api/admin/users").await.status(), 200);
     server.stop().await;
 }
@@ -77,24 +62,12 @@ fn createsuperuser_at_a_terminal(db: &TestDb, typed: &str) -> Output {
     let program = env!("CARGO_BIN_EXE_multichat-server");
     let mut command = Command::new("script");
     command.args(["-qec", &format!("{program} createsuperuser"), "/dev/null"]);
-    command
-        .env("MULTICHAT_DATA_DIR", db.data_dir.path())
-        .env_remove("DATABASE_URL");
+    command.env("MULTICHAT_DATA_DIR", db.data_dir.path()).env_remove("DATABASE_URL");
     if db.url.starts_with("postgres") {
         command.env("DATABASE_URL", &db.url);
     }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(typed.as_bytes())
-        .unwrap();
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(typed.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -102,16 +75,8 @@ async fn createsuperuser_prompts_at_a_terminal_and_confirms_the_password(backend
     let db = TestDb::new(backend).await;
     let mismatch = createsuperuser_at_a_terminal(&db, "root\nhunter22\nhunter23\n");
     assert!(!mismatch.status.success());
-    assert!(
-        stdout(&mismatch).contains("Password (again)"),
-        "{}",
-        stdout(&mismatch)
-    );
-    assert!(
-        stdout(&mismatch).contains("passwords do not match"),
-        "{}",
-        stdout(&mismatch)
-    );
+    assert!(stdout(&mismatch).contains("Password (again)"), "{}", stdout(&mismatch));
+    assert!(stdout(&mismatch).contains("passwords do not match"), "{}", stdout(&mismatch));
 
     let made = createsuperuser_at_a_terminal(&db, "root\nhunter22\nhunter22\n");
     assert!(made.status.success(), "{}", stdout(&made));
@@ -125,89 +90,36 @@ async fn rooms_and_users_are_created_and_listed(backend: Backend) {
     let db = TestDb::new(backend).await;
     let room = run(&db, &["createroom", "--title", "Ops", "--staff-only"], "");
     assert!(room.status.success(), "{}", stderr(&room));
-    let id: i64 = stdout(&room)
-        .trim()
-        .parse()
-        .expect("the new room's id alone");
-    let user = run(
-        &db,
-        &[
-            "createuser",
-            "--username",
-            "sam",
-            "--password-stdin",
-            "--staff",
-        ],
-        "pw\n",
-    );
+    let id: i64 = stdout(&room).trim().parse().expect("the new room's id alone");
+    let user = run(&db, &["createuser", "--username", "sam", "--password-stdin", "--staff"], "pw\n");
     assert!(user.status.success(), "{}", stderr(&user));
 
     let rooms = stdout(&run(&db, &["listrooms"], ""));
-    assert!(
-        rooms
-            .lines()
-            .any(|l| l.contains(&id.to_string()) && l.contains("true") && l.contains("Ops")),
-        "{rooms}"
-    );
+    assert!(rooms.lines().any(|l| l.contains(&id.to_string()) && l.contains("true") && l.contains("Ops")), "{rooms}");
     let users = stdout(&run(&db, &["listusers"], ""));
-    assert!(
-        users
-            .lines()
-            .any(|l| l.contains("sam") && l.contains("true")),
-        "{users}"
-    );
+    assert!(users.lines().any(|l| l.contains("sam") && l.contains("true")), "{users}");
 }
 
 async fn cli_mistakes_get_clear_errors(backend: Backend) {
     let db = TestDb::new(backend).await;
-    run(
-        &db,
-        &["createuser", "--username", "ann", "--password-stdin"],
-        "pw\n",
-    );
-    let duplicate = run(
-        &db,
-        &["createuser", "--username", "ANN", "--password-stdin"],
-        "pw\n",
-    );
+    run(&db, &["createuser", "--username", "ann", "--password-stdin"], "pw\n");
+    let duplicate = run(&db, &["createuser", "--username", "ANN", "--password-stdin"], "pw\n");
     assert!(!duplicate.status.success());
-    assert!(
-        stderr(&duplicate).contains("username is taken"),
-        "{}",
-        stderr(&duplicate)
-    );
-    assert!(
-        !stderr(&duplicate).contains("backtrace"),
-        "no backtrace for a user mistake"
-    );
+    assert!(stderr(&duplicate).contains("username is taken"), "{}", stderr(&duplicate));
+    assert!(!stderr(&duplicate).contains("backtrace"), "no backtrace for a user mistake");
 
-    let empty = run(
-        &db,
-        &["createuser", "--username", "bob", "--password-stdin"],
-        "\n",
-    );
+    let empty = run(&db, &["createuser", "--username", "bob", "--password-stdin"], "\n");
     assert!(!empty.status.success());
-    assert!(
-        stderr(&empty).contains("password must not be empty"),
-        "{}",
-        stderr(&empty)
-    );
+    assert!(stderr(&empty).contains("password must not be empty"), "{}", stderr(&empty));
 
     let unknown = run(&db, &["createroom", "--title", "x", "--sekret"], "");
     assert!(!unknown.status.success());
-    assert!(
-        stderr(&unknown).contains("--sekret"),
-        "{}",
-        stderr(&unknown)
-    );
+    assert!(stderr(&unknown).contains("--sekret"), "{}", stderr(&unknown));
 }
 
 #[test]
 fn help_documents_every_command_and_option() {
-    let help = Command::new(env!("CARGO_BIN_EXE_multichat-server"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_multichat-server")).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     for word in [
         "serve",
@@ -253,11 +165,7 @@ fn serve(db: &TestDb) -> (Child, String) {
 
 async fn sigterm_closes_sockets_with_going_away_and_exits_zero(backend: Backend) {
     let db = TestDb::new(backend).await;
-    run(
-        &db,
-        &["createuser", "--username", "ann", "--password-stdin"],
-        "pw\n",
-    );
+    run(&db, &["createuser", "--username", "ann", "--password-stdin"], "pw\n");
     let (mut child, addr) = serve(&db);
     let login = http_client()
         .post(format!("http://{addr}/api/login"))
@@ -265,30 +173,14 @@ async fn sigterm_closes_sockets_with_going_away_and_exits_zero(backend: Backend)
         .send()
         .await
         .unwrap();
-    let token = login.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let session = Session {
-        token,
-        addr: addr.parse().unwrap(),
-        http: http_client(),
-    };
+    let token = login.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let session = Session { token, addr: addr.parse().unwrap(), http: http_client() };
     let mut ws = session.connect().await;
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    assert_eq!(
-        ws.closed().await.expect("a close frame").code,
-        CloseCode::Away
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(ws.closed().await.expect("a close frame").code, CloseCode::Away);
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -301,18 +193,11 @@ async fn first_start_says_how_to_create_the_first_admin(backend: Backend) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let hint = lines
-        .by_ref()
-        .take(5)
-        .map_while(Result::ok)
-        .find(|l| l.contains("no account exists yet"));
+    let hint = lines.by_ref().take(5).map_while(Result::ok).find(|l| l.contains("no account exists yet"));
     child.kill().unwrap();
     child.wait().unwrap();
     let hint = hint.expect("a first-run hint in the log");
-    assert!(
-        hint.contains("/api/setup") && hint.contains("createsuperuser"),
-        "{hint}"
-    );
+    assert!(hint.contains("/api/setup") && hint.contains("createsuperuser"), "{hint}");
 }
 
 on_both_backends!(

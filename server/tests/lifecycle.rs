@@ -16,24 +16,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn a_socket_that_stops_answering_pings_is_closed_and_leaves_its_rooms(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = TestServer::start_with(
-        &db,
-        Config {
-            ping_interval: Duration::from_millis(200),
-            ..test_config()
-        },
-    )
-    .await;
+    let server =
+        TestServer::start_with(&db, Config { ping_interval: Duration::from_millis(200), ..test_config() }).await;
     let lobby = server.room("Lobby", false).await;
     let mut bob = server.login_new("bob", plain()).await.connect().await;
     let mut sleepy = server.login_new("sleepy", plain()).await.connect().await;
@@ -42,14 +33,10 @@ async fn a_socket_that_stops_answering_pings_is_closed_and_leaves_its_rooms(back
     assert_eq!(bob.recv().await["msg_type"], 4);
 
     // `sleepy` now reads nothing, so its client never answers the server's pings (a laptop lid closed).
-    assert_eq!(
-        bob.recv().await,
-        json!({ "msg_type": 5, "room": lobby.id, "username": "sleepy" })
-    );
+    assert_eq!(bob.recv().await, json!({ "msg_type": 5, "room": lobby.id, "username": "sleepy" }));
     // Bob keeps reading, so his client answers every ping: still connected after several intervals.
     bob.expect_nothing(Duration::from_millis(1500)).await;
-    bob.send(json!({ "command": "send", "room": lobby.id, "message": "still here" }))
-        .await;
+    bob.send(json!({ "command": "send", "room": lobby.id, "message": "still here" })).await;
     assert_eq!(bob.recv().await["message"], "still here");
     drop(sleepy);
     server.stop().await;
@@ -76,24 +63,16 @@ async fn a_slow_reader_is_disconnected_without_stalling_the_room(backend: Backen
     // ~12 MB: far more than the socket buffers between the server and a client that reads nothing.
     let big = "x".repeat(40_000);
     for n in 1..=300 {
-        bob.send(json!({ "command": "send", "room": lobby.id, "message": big }))
-            .await;
+        bob.send(json!({ "command": "send", "room": lobby.id, "message": big })).await;
         let echo = bob.recv().await;
         if echo["msg_type"] == 5 {
             assert_eq!(echo["username"], "slow");
-            assert_eq!(
-                bob.recv().await["id"],
-                n,
-                "bob's own stream goes on in order"
-            );
+            assert_eq!(bob.recv().await["id"], n, "bob's own stream goes on in order");
         } else {
             assert_eq!(echo["id"], n, "bob's own stream goes on in order");
         }
     }
-    eventually("the slow reader is disconnected", || {
-        server.state.hub.connections() == 1
-    })
-    .await;
+    eventually("the slow reader is disconnected", || server.state.hub.connections() == 1).await;
     server.stop().await;
 }
 
@@ -107,10 +86,7 @@ async fn shutdown_closes_sockets_with_going_away(backend: Backend) {
     server.stop().await;
     let close = ann.closed().await.expect("a close frame");
     assert_eq!(close.code, CloseCode::Away, "1001");
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "no longer accepting"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
 
 on_both_backends!(

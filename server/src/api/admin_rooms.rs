@@ -16,10 +16,7 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/rooms", get(list).post(create))
-        .route(
-            "/api/admin/rooms/{id}",
-            get(show).patch(update).delete(remove),
-        )
+        .route("/api/admin/rooms/{id}", get(show).patch(update).delete(remove))
 }
 
 #[derive(Deserialize)]
@@ -34,11 +31,7 @@ async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<Json<Ve
     Ok(Json(state.db.list_rooms(true).await?))
 }
 
-async fn show(
-    State(state): State<AppState>,
-    who: CurrentUser,
-    Path(id): Path<i64>,
-) -> Result<Json<Room>, Error> {
+async fn show(State(state): State<AppState>, who: CurrentUser, Path(id): Path<i64>) -> Result<Json<Room>, Error> {
     who.require_admin()?;
     Ok(Json(state.db.room(id).await?.ok_or(Error::NotFound)?))
 }
@@ -49,10 +42,7 @@ async fn create(
     Json(new): Json<NewRoom>,
 ) -> Result<(StatusCode, Json<Room>), Error> {
     who.require_admin()?;
-    let room = state
-        .db
-        .create_room(room_title(&new.title)?, new.staff_only)
-        .await?;
+    let room = state.db.create_room(room_title(&new.title)?, new.staff_only).await?;
     tracing::info!(room = room.id, admin = %who.user.username, "room created");
     Ok((StatusCode::CREATED, Json(room)))
 }
@@ -73,11 +63,7 @@ async fn update(
     Ok(Json(room))
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    who: CurrentUser,
-    Path(id): Path<i64>,
-) -> Result<StatusCode, Error> {
+async fn remove(State(state): State<AppState>, who: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, Error> {
     who.require_admin()?;
     state.db.delete_room(id).await?;
     state.hub.room_deleted(id);

@@ -17,10 +17,7 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admin/users", get(list).post(create))
-        .route(
-            "/api/admin/users/{id}",
-            get(show).patch(update).delete(remove),
-        )
+        .route("/api/admin/users/{id}", get(show).patch(update).delete(remove))
 }
 
 #[derive(Deserialize)]
@@ -47,11 +44,7 @@ async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<Json<Ve
     Ok(Json(state.db.list_users().await?))
 }
 
-async fn show(
-    State(state): State<AppState>,
-    who: CurrentUser,
-    Path(id): Path<i64>,
-) -> Result<Json<User>, Error> {
+async fn show(State(state): State<AppState>, who: CurrentUser, Path(id): Path<i64>) -> Result<Json<User>, Error> {
     who.require_admin()?;
     Ok(Json(state.db.user(id).await?.ok_or(Error::NotFound)?))
 }
@@ -62,18 +55,8 @@ async fn create(
     Json(new): Json<NewAccount>,
 ) -> Result<(StatusCode, Json<User>), Error> {
     who.require_admin()?;
-    let rights = Rights {
-        is_staff: new.is_staff,
-        is_admin: new.is_admin,
-    };
-    let user = accounts::create(
-        &state.db,
-        &state.passwords,
-        &new.username,
-        &new.password,
-        rights,
-    )
-    .await?;
+    let rights = Rights { is_staff: new.is_staff, is_admin: new.is_admin };
+    let user = accounts::create(&state.db, &state.passwords, &new.username, &new.password, rights).await?;
     tracing::info!(user = %user.username, admin = %who.user.username, "account created");
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -90,12 +73,8 @@ async fn update(
         None => None,
     };
     let reset = password_hash.is_some();
-    let patch = UserPatch {
-        is_staff: change.is_staff,
-        is_admin: change.is_admin,
-        is_active: change.is_active,
-        password_hash,
-    };
+    let patch =
+        UserPatch { is_staff: change.is_staff, is_admin: change.is_admin, is_active: change.is_active, password_hash };
     let user = state.db.update_user(id, &patch).await?;
     if reset || !user.is_active {
         state.db.delete_user_sessions(id, None).await?;
@@ -108,11 +87,7 @@ async fn update(
 }
 
 /// Deletes an account; what they wrote stays, under their name. Deactivating is the gentler choice.
-async fn remove(
-    State(state): State<AppState>,
-    who: CurrentUser,
-    Path(id): Path<i64>,
-) -> Result<StatusCode, Error> {
+async fn remove(State(state): State<AppState>, who: CurrentUser, Path(id): Path<i64>) -> Result<StatusCode, Error> {
     who.require_admin()?;
     state.db.delete_user(id).await?;
     state.hub.close_user(id, CloseReason::AccountChanged);

@@ -13,9 +13,7 @@ use crate::error::Error;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/me", get(me))
-        .route("/api/me/password", post(change_password))
+    Router::new().route("/api/me", get(me)).route("/api/me/password", post(change_password))
 }
 
 async fn me(who: CurrentUser) -> Json<serde_json::Value> {
@@ -36,28 +34,12 @@ async fn change_password(
     Json(change): Json<PasswordChange>,
 ) -> Result<StatusCode, Error> {
     let current = state.db.password_hash(who.user.id).await?;
-    if !state
-        .passwords
-        .verify(&change.old_password, current.as_deref())
-        .await?
-    {
+    if !state.passwords.verify(&change.old_password, current.as_deref()).await? {
         return Err(Error::InvalidCredentials);
     }
     let hash = state.passwords.hash(&change.new_password).await?;
-    state
-        .db
-        .update_user(
-            who.user.id,
-            &UserPatch {
-                password_hash: Some(hash),
-                ..UserPatch::default()
-            },
-        )
-        .await?;
-    state
-        .db
-        .delete_user_sessions(who.user.id, Some(&who.session))
-        .await?;
+    state.db.update_user(who.user.id, &UserPatch { password_hash: Some(hash), ..UserPatch::default() }).await?;
+    state.db.delete_user_sessions(who.user.id, Some(&who.session)).await?;
     state.hub.close_other_sessions(who.user.id, &who.session);
     Ok(StatusCode::NO_CONTENT)
 }

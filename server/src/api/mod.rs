@@ -33,12 +33,6 @@ struct UserView<'a> {
 
 impl<'a> From<&'a crate::db::User> for UserView<'a> {
     fn from(u: &'a crate::db::User) -> Self {
-        UserView {
-            id: u.id,
-            username: &u.username,
-            is_staff: u.is_staff,
-            is_admin: u.is_admin,
-            is_active: u.is_active,
-        }
+        UserView { id: u.id, username: &u.username, is_staff: u.is_staff, is_admin: u.is_admin, is_active: u.is_active }
     }
 }

@@ -19,19 +19,7 @@ struct RoomView {
     staff_only: bool,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    who: CurrentUser,
-) -> Result<Json<Vec<RoomView>>, Error> {
+async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<Json<Vec<RoomView>>, Error> {
     let rooms = state.db.list_rooms(who.user.is_staff).await?;
-    Ok(Json(
-        rooms
-            .into_iter()
-            .map(|r| RoomView {
-                id: r.id,
-                title: r.title,
-                staff_only: r.staff_only,
-            })
-            .collect(),
-    ))
+    Ok(Json(rooms.into_iter().map(|r| RoomView { id: r.id, title: r.title, staff_only: r.staff_only }).collect()))
 }

@@ -56,21 +56,10 @@ async fn login(
 }
 
 /// Creates a session for `user` and answers with its token and cookie.
-async fn start_session(
-    state: &AppState,
-    user: &User,
-    status: StatusCode,
-) -> Result<Response, Error> {
+async fn start_session(state: &AppState, user: &User, status: StatusCode) -> Result<Response, Error> {
     let token = SessionToken::generate();
     let ttl = state.config.session_ttl;
-    state
-        .db
-        .create_session(
-            &SessionToken::hash(&token.0),
-            user.id,
-            now_ms() + ttl.as_millis() as i64,
-        )
-        .await?;
+    state.db.create_session(&SessionToken::hash(&token.0), user.id, now_ms() + ttl.as_millis() as i64).await?;
     let mut set_cookie = cookie(&token.0, ttl.as_secs());
     if state.config.secure_cookies {
         set_cookie.push_str("; Secure");
@@ -88,17 +77,12 @@ async fn logout(State(state): State<AppState>, who: CurrentUser) -> Result<Respo
 
 /// `GET /api/setup`: whether the first-run setup is still open.
 async fn setup_needed(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Error> {
-    Ok(Json(
-        serde_json::json!({ "needed": state.db.count_users().await? == 0 }),
-    ))
+    Ok(Json(serde_json::json!({ "needed": state.db.count_users().await? == 0 })))
 }
 
 /// `POST /api/setup`: while no account exists, creates the first admin (staff too) and logs them in;
 /// closed for good once any account exists.
-async fn setup(
-    State(state): State<AppState>,
-    Json(creds): Json<Credentials>,
-) -> Result<Response, Error> {
+async fn setup(State(state): State<AppState>, Json(creds): Json<Credentials>) -> Result<Response, Error> {
     if state.db.count_users().await? > 0 {
         return Err(Error::SetupClosed);
     }
@@ -111,11 +95,7 @@ async fn setup(
         is_staff: true,
         is_admin: true,
     };
-    let user = state
-        .db
-        .create_first_user(new)
-        .await?
-        .ok_or(Error::SetupClosed)?;
+    let user = state.db.create_first_user(new).await?.ok_or(Error::SetupClosed)?;
     tracing::info!(username = %user.username, "first-run setup created the first admin");
     start_session(&state, &user, StatusCode::CREATED).await
 }

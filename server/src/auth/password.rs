@@ -25,10 +25,7 @@ pub struct Passwords {
 impl Passwords {
     pub fn new(max_concurrent: usize) -> Result<Passwords, Error> {
         let decoy = hash_now(SaltString::generate(&mut OsRng).as_ref())?;
-        Ok(Passwords {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            decoy: decoy.into(),
-        })
+        Ok(Passwords { permits: Arc::new(Semaphore::new(max_concurrent.max(1))), decoy: decoy.into() })
     }
 
     /// The argon2id PHC string of `password`, which must be non-empty and not absurdly long.
@@ -41,32 +38,21 @@ impl Passwords {
     /// True when `password` matches `phc`; with `phc` absent, checks against the decoy and answers false.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, Error> {
         let known = phc.is_some();
-        let phc = phc
-            .map(str::to_owned)
-            .unwrap_or_else(|| self.decoy.to_string());
+        let phc = phc.map(str::to_owned).unwrap_or_else(|| self.decoy.to_string());
         let password = password.to_owned();
         let matches = self
             .run(move || {
                 PasswordHash::new(&phc)
-                    .map(|parsed| {
-                        Argon2::default()
-                            .verify_password(password.as_bytes(), &parsed)
-                            .is_ok()
-                    })
+                    .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
                     .unwrap_or(false)
             })
             .await?;
         Ok(known && matches)
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        job: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Error> {
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
         let _permit = self.permits.acquire().await.map_err(|_| Error::Hashing)?;
-        tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|_| Error::Hashing)
+        tokio::task::spawn_blocking(job).await.map_err(|_| Error::Hashing)
     }
 }
 
@@ -83,10 +69,7 @@ pub fn check_new(password: &str) -> Result<(), Error> {
 
 fn hash_now(password: &str) -> Result<String, Error> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| Error::Hashing)
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| Error::Hashing)
 }
 
 #[cfg(test)]

@@ -31,10 +31,7 @@ impl SessionToken {
 
     /// The hex SHA-256 under which the session is stored: a leaked table gives no usable token.
     pub fn hash(token: &str) -> String {
-        Sha256::digest(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -87,31 +84,16 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Looks the token up: the user must be active and the session unexpired.
-pub async fn authenticate(
-    state: &AppState,
-    token: &str,
-    credential: Credential,
-) -> Result<CurrentUser, Error> {
+pub async fn authenticate(state: &AppState, token: &str, credential: Credential) -> Result<CurrentUser, Error> {
     let hash = SessionToken::hash(token);
-    let user = state
-        .db
-        .session_user(&hash)
-        .await?
-        .ok_or(Error::Unauthorized)?;
-    Ok(CurrentUser {
-        user,
-        session: hash.into(),
-        credential,
-    })
+    let user = state.db.session_user(&hash).await?.ok_or(Error::Unauthorized)?;
+    Ok(CurrentUser { user, session: hash.into(), credential })
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let (token, credential) = request_token(&parts.headers).ok_or(Error::Unauthorized)?;
         authenticate(state, &token, credential).await
     }

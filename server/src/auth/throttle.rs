@@ -46,11 +46,7 @@ impl LoginThrottle {
         let base = Duration::from_secs(1);
         LoginThrottle {
             per_name: Backoff { free: 3, base, cap },
-            per_addr: Backoff {
-                free: 20,
-                base,
-                cap,
-            },
+            per_addr: Backoff { free: 20, base, cap },
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -85,11 +81,7 @@ impl LoginThrottle {
                 Key::Name(_) => self.per_name,
                 Key::Addr(_) => self.per_addr,
             };
-            let entry = entries.entry(key).or_insert(Entry {
-                failures: 0,
-                last_failure: now,
-                blocked_until: now,
-            });
+            let entry = entries.entry(key).or_insert(Entry { failures: 0, last_failure: now, blocked_until: now });
             // A quiet spell twice the cap long forgives the past.
             if now.duration_since(entry.last_failure) > backoff.cap * 2 {
                 entry.failures = 0;
@@ -113,9 +105,7 @@ impl LoginThrottle {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -132,22 +122,13 @@ mod tests {
         }
         throttle.check("alice", None).unwrap();
         throttle.failed("alice", None);
-        assert!(matches!(
-            throttle.check("alice", None),
-            Err(Error::Throttled(1))
-        ));
+        assert!(matches!(throttle.check("alice", None), Err(Error::Throttled(1))));
         throttle.failed("alice", None);
-        assert!(matches!(
-            throttle.check("alice", None),
-            Err(Error::Throttled(2))
-        ));
+        assert!(matches!(throttle.check("alice", None), Err(Error::Throttled(2))));
         for _ in 0..10 {
             throttle.failed("alice", None);
         }
-        assert!(
-            matches!(throttle.check("alice", None), Err(Error::Throttled(4))),
-            "capped"
-        );
+        assert!(matches!(throttle.check("alice", None), Err(Error::Throttled(4))), "capped");
         throttle.check("bob", None).unwrap();
         throttle.succeeded("alice");
         throttle.check("alice", None).unwrap();

@@ -58,11 +58,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(StoredMessage {
-            room_id,
-            id,
-            created_at,
-        })
+        Ok(StoredMessage { room_id, id, created_at })
     }
 }
 
@@ -78,12 +74,7 @@ pub struct Message {
 
 impl Db {
     /// Up to `limit` messages of `room` with ids below `before`, oldest first.
-    pub async fn messages_before(
-        &self,
-        room: i64,
-        before: i64,
-        limit: i64,
-    ) -> Result<Vec<Message>, Error> {
+    pub async fn messages_before(&self, room: i64, before: i64, limit: i64) -> Result<Vec<Message>, Error> {
         let rows = sqlx::query(
             "SELECT room_id, id, username, body, created_at FROM \
                (SELECT * FROM messages WHERE room_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) newest \

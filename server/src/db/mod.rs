@@ -49,13 +49,9 @@ impl Db {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(sqlx::Error::Configuration(
-                "DATABASE_URL must start with sqlite: or postgres:".into(),
-            ));
+            return Err(sqlx::Error::Configuration("DATABASE_URL must start with sqlite: or postgres:".into()));
         };
-        let options: AnyConnectOptions = url
-            .parse::<AnyConnectOptions>()?
-            .disable_statement_logging();
+        let options: AnyConnectOptions = url.parse::<AnyConnectOptions>()?.disable_statement_logging();
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 8,
@@ -96,10 +92,7 @@ impl Db {
 
     /// Answers whether the database is reachable (for `/healthz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
     /// Closes every pooled connection; pending queries finish first.
@@ -108,27 +101,43 @@ impl Db {
     }
 }
 
-/// The `sqlite://` URL of a database file, created on first connect.
+/// The `sqlite://` URL of a database file, created on first connect. sqlx percent-decodes the path and
+/// stops it at `?`, so those characters are escaped: any data directory works.
 pub fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", path.display())
+    let path = path.display().to_string().replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+    format!("sqlite://{path}?mode=rwc")
 }
 
 /// Now, as the Unix milliseconds the tables store.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// Reads a flag column: a boolean from Postgres, an integer 0/1 from SQLite (see the SQLite migration).
 fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     use sqlx::Row;
-    row.try_get::<bool, _>(column)
-        .or_else(|_| row.try_get::<i64, _>(column).map(|v| v != 0))
+    row.try_get::<bool, _>(column).or_else(|_| row.try_get::<i64, _>(column).map(|v| v != 0))
 }
 
 /// True when `err` is a unique-constraint violation (a duplicate username, say) on either backend.
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_embedded_database_opens_in_any_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("My Chat? #1 100%");
+        let db = Db::open_sqlite_dir(&dir).await.unwrap();
+        db.migrate().await.unwrap();
+        db.create_room("Lobby", false).await.unwrap();
+        db.close().await;
+        assert!(dir.join(SQLITE_FILE).is_file());
+        let again = Db::open_sqlite_dir(&dir).await.unwrap();
+        assert_eq!(again.list_rooms(true).await.unwrap().len(), 1, "the same file, reopened");
+    }
 }

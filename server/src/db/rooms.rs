@@ -37,53 +37,32 @@ fn room_from_row(row: &sqlx::any::AnyRow) -> Result<Room, sqlx::Error> {
 
 impl Db {
     pub async fn create_room(&self, title: &str, staff_only: bool) -> Result<Room, Error> {
-        let sql = format!(
-            "INSERT INTO rooms (title, staff_only, created_at) VALUES ($1, $2, $3) RETURNING {ROOM_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(title)
-            .bind(staff_only)
-            .bind(now_ms())
-            .fetch_one(&self.pool)
-            .await?;
+        let sql =
+            format!("INSERT INTO rooms (title, staff_only, created_at) VALUES ($1, $2, $3) RETURNING {ROOM_COLUMNS}");
+        let row = sqlx::query(&sql).bind(title).bind(staff_only).bind(now_ms()).fetch_one(&self.pool).await?;
         Ok(room_from_row(&row)?)
     }
 
     /// The rooms in id order; staff-only ones only when `include_staff_only`.
     pub async fn list_rooms(&self, include_staff_only: bool) -> Result<Vec<Room>, Error> {
-        let sql =
-            format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE $1 OR NOT staff_only ORDER BY id");
-        let rows = sqlx::query(&sql)
-            .bind(include_staff_only)
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE $1 OR NOT staff_only ORDER BY id");
+        let rows = sqlx::query(&sql).bind(include_staff_only).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(room_from_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn room(&self, id: i64) -> Result<Option<Room>, Error> {
         let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(room_from_row).transpose()?)
     }
 
     /// Room `room_id` and whether active user `user_id` is staff *now*, in one round trip: joins are checked
     /// against current rights, not the ones the user had when the socket opened. `None`: no such room.
-    pub async fn room_for(
-        &self,
-        room_id: i64,
-        user_id: i64,
-    ) -> Result<Option<(Room, bool)>, Error> {
+    pub async fn room_for(&self, room_id: i64, user_id: i64) -> Result<Option<(Room, bool)>, Error> {
         let sql = "SELECT r.id, r.title, r.staff_only, r.created_at, r.last_message_id, \
                    COALESCE((SELECT u.is_staff FROM users u WHERE u.id = $2 AND u.is_active), FALSE) AS user_is_staff \
                    FROM rooms r WHERE r.id = $1";
-        let row = sqlx::query(sql)
-            .bind(room_id)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sql).bind(room_id).bind(user_id).fetch_optional(&self.pool).await?;
         match row {
             Some(row) => Ok(Some((room_from_row(&row)?, flag(&row, "user_is_staff")?))),
             None => Ok(None),
@@ -107,10 +86,7 @@ impl Db {
 
     /// Deletes a room and, with it, its messages.
     pub async fn delete_room(&self, id: i64) -> Result<(), Error> {
-        let done = sqlx::query("DELETE FROM rooms WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM rooms WHERE id = $1").bind(id).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound);
         }

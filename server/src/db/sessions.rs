@@ -5,18 +5,10 @@ use super::{now_ms, Db};
 use crate::error::Error;
 
 impl Db {
-    pub async fn create_session(
-        &self,
-        token_hash: &str,
-        user_id: i64,
-        expires_at: i64,
-    ) -> Result<(), Error> {
+    pub async fn create_session(&self, token_hash: &str, user_id: i64, expires_at: i64) -> Result<(), Error> {
         let now = now_ms();
         // Expired sessions are swept here, at the rate of logins, rather than by a timer.
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
         sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash)
             .bind(user_id)
@@ -42,19 +34,12 @@ impl Db {
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
         Ok(())
     }
 
     /// Ends every session of `user_id` but `keep` (the one changing its own password, say).
-    pub async fn delete_user_sessions(
-        &self,
-        user_id: i64,
-        keep: Option<&str>,
-    ) -> Result<(), Error> {
+    pub async fn delete_user_sessions(&self, user_id: i64, keep: Option<&str>) -> Result<(), Error> {
         sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2")
             .bind(user_id)
             .bind(keep.unwrap_or(""))

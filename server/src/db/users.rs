@@ -50,35 +50,22 @@ pub(super) fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error
 impl Db {
     /// Creates an account; a name that folds to an existing one is [`Error::UsernameTaken`].
     pub async fn create_user(&self, new: NewUser<'_>) -> Result<User, Error> {
-        let sql = format!(
-            "INSERT INTO users (username, username_key, password_hash, is_staff, is_admin, is_active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, TRUE, $6) RETURNING {USER_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(new.username)
-            .bind(new.username_key)
-            .bind(new.password_hash)
-            .bind(new.is_staff)
-            .bind(new.is_admin)
-            .bind(now_ms())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::UsernameTaken
-                } else {
-                    e.into()
-                }
-            })?;
-        Ok(user_from_row(&row)?)
+        self.insert_user(new, "").await?.ok_or(Error::UsernameTaken)
     }
 
-    /// Creates the first account, an admin, only while there is none: the check and the insert are one
-    /// statement, so two racing setups cannot both succeed.
+    /// Creates the first account only while there is none (`None` once any exists): the check and the
+    /// insert are one statement, so two racing setups cannot both succeed.
     pub async fn create_first_user(&self, new: NewUser<'_>) -> Result<Option<User>, Error> {
+        self.insert_user(new, "WHERE NOT EXISTS (SELECT 1 FROM users)").await.map_err(|e| match e {
+            Error::UsernameTaken => Error::SetupClosed,
+            other => other,
+        })
+    }
+
+    async fn insert_user(&self, new: NewUser<'_>, condition: &str) -> Result<Option<User>, Error> {
         let sql = format!(
             "INSERT INTO users (username, username_key, password_hash, is_staff, is_admin, is_active, created_at) \
-             SELECT $1, $2, $3, $4, $5, TRUE, $6 WHERE NOT EXISTS (SELECT 1 FROM users) RETURNING {USER_COLUMNS}"
+             SELECT $1, $2, $3, $4, $5, TRUE, $6 {condition} RETURNING {USER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(new.username)
@@ -89,24 +76,14 @@ impl Db {
             .bind(now_ms())
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::SetupClosed
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(|e| if is_unique_violation(&e) { Error::UsernameTaken } else { e.into() })?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
     /// The account whose folded name is `key`, with its password hash, for logging in.
     pub async fn user_with_hash(&self, key: &str) -> Result<Option<(User, String)>, Error> {
-        let sql =
-            format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1");
-        let row = sqlx::query(&sql)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1");
+        let row = sqlx::query(&sql).bind(key).fetch_optional(&self.pool).await?;
         match row {
             Some(row) => Ok(Some((user_from_row(&row)?, row.try_get("password_hash")?))),
             None => Ok(None),
@@ -115,19 +92,14 @@ impl Db {
 
     /// The password hash of account `id`, to check the old password before a change.
     pub async fn password_hash(&self, id: i64) -> Result<Option<String>, Error> {
-        let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.try_get("password_hash")).transpose()?)
     }
 
     pub async fn user(&self, id: i64) -> Result<Option<User>, Error> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -139,9 +111,7 @@ impl Db {
     }
 
     pub async fn count_users(&self) -> Result<i64, Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
     }
 
@@ -176,10 +146,7 @@ impl Db {
     pub async fn delete_user(&self, id: i64) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let was_admin = is_active_admin(&mut tx, id).await?.ok_or(Error::NotFound)?;
-        sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if was_admin && active_admins(&mut tx).await? == 0 {
             return Err(Error::LastAdmin);
         }
@@ -189,21 +156,12 @@ impl Db {
 }
 
 async fn active_admins(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT COUNT(*) AS n FROM users WHERE is_admin AND is_active")
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("n")
+    sqlx::query("SELECT COUNT(*) AS n FROM users WHERE is_admin AND is_active").fetch_one(&mut **tx).await?.try_get("n")
 }
 
 /// `Some(true)` when account `id` is an active admin, `None` when there is no such account.
-async fn is_active_admin(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: i64,
-) -> Result<Option<bool>, sqlx::Error> {
-    let row = sqlx::query("SELECT is_admin, is_active FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.map(|r| Ok(flag(&r, "is_admin")? && flag(&r, "is_active")?))
-        .transpose()
+async fn is_active_admin(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: i64) -> Result<Option<bool>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT is_admin, is_active FROM users WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|r| Ok(flag(&r, "is_admin")? && flag(&r, "is_active")?)).transpose()
 }

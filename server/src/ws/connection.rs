@@ -13,10 +13,15 @@ use crate::hub::{CloseReason, ConnId};
 use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef, MSG_MESSAGE};
 use crate::AppState;
 
+/// How often a join is retried while rights or rooms keep changing under it.
+const JOIN_ATTEMPTS: usize = 5;
+
 /// How a connection's loop ended.
 enum End {
     /// The server closes it, for this reason.
     Server(CloseReason),
+    /// The client sent a frame over the transport limit (close 1009).
+    TooBig,
     /// The peer closed it, vanished, or stopped answering pings.
     Peer,
 }
@@ -51,7 +56,11 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
                 }
             }
             incoming = socket.recv() => {
-                let Some(Ok(message)) = incoming else { break End::Peer };
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(err)) if is_capacity_error(&err) => break End::TooBig,
+                    _ => break End::Peer,
+                };
                 last_heard = Instant::now();
                 ping_sent = None;
                 let reply = match message {
@@ -82,16 +91,18 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
     };
 
     state.hub.unregister(conn.id);
+    if let End::TooBig = end {
+        let limit = state.config.transport_limit();
+        let close = CloseFrame { code: 1009, reason: format!("frames are limited to {limit} bytes").into() };
+        let _ = conn.write(&mut socket, Message::Close(Some(close))).await;
+    }
     if let End::Server(reason) = end {
         if matches!(reason, CloseReason::LoggedOut | CloseReason::AccountChanged) {
             // The original client shows errors and knows this one: it tells the user to log in again.
             let frame = Event::error(ErrorCode::UserHasToLogin, reason.text(), None);
             let _ = conn.write(&mut socket, Message::Text(frame)).await;
         }
-        let close = CloseFrame {
-            code: reason.code(),
-            reason: reason.text().into(),
-        };
+        let close = CloseFrame { code: reason.code(), reason: reason.text().into() };
         let _ = conn.write(&mut socket, Message::Close(Some(close))).await;
     }
 }
@@ -122,10 +133,7 @@ impl Connection {
     /// Answers one text frame with the frames this connection gets back (replies, errors, own notices).
     async fn handle(&mut self, text: &str) -> Vec<Frame> {
         if text.len() > self.state.config.max_frame_bytes {
-            let detail = format!(
-                "frames are limited to {} bytes",
-                self.state.config.max_frame_bytes
-            );
+            let detail = format!("frames are limited to {} bytes", self.state.config.max_frame_bytes);
             return vec![Event::error(ErrorCode::FrameTooLarge, &detail, None)];
         }
         let command = match protocol::parse(text) {
@@ -153,52 +161,35 @@ impl Connection {
     async fn join(&mut self, room: RoomRef) -> Result<Vec<Frame>, (Error, Option<i64>)> {
         let id = room_id(room)?;
         let fail = |e: Error| (e, Some(id));
-        let (room, is_staff) = self
-            .state
-            .db
-            .room_for(id, self.who.user.id)
-            .await
-            .map_err(fail)?
-            .ok_or(fail(Error::RoomInvalid))?;
-        if room.staff_only && !is_staff {
-            return Err(fail(Error::RoomAccessDenied));
+        // Rights are read from the database, then the hub admits the join only if no change of rights or
+        // rooms landed in between; otherwise read again. Changes are rare, so this almost never loops.
+        for _ in 0..JOIN_ATTEMPTS {
+            let epoch = self.state.hub.epoch();
+            let (room, is_staff) =
+                self.state.db.room_for(id, self.who.user.id).await.map_err(fail)?.ok_or(fail(Error::RoomInvalid))?;
+            if room.staff_only && !is_staff {
+                return Err(fail(Error::RoomAccessDenied));
+            }
+            if self.state.hub.join(self.id, &room, is_staff, epoch).is_ok() {
+                return Ok(vec![Event::Joined { join: room.id.to_string(), title: &room.title }.encode()]);
+            }
         }
-        self.state.hub.join(self.id, &room);
-        Ok(vec![Event::Joined {
-            join: room.id.to_string(),
-            title: &room.title,
-        }
-        .encode()])
+        Err(fail(Error::Busy))
     }
 
     async fn leave(&mut self, room: RoomRef) -> Result<Vec<Frame>, (Error, Option<i64>)> {
         let id = room_id(room)?;
         let left = self.state.hub.leave(self.id, id);
         // Leaving a room one never joined is answered like the original does, unless there is no such room.
-        if !left.was_member
-            && self
-                .state
-                .db
-                .room(id)
-                .await
-                .map_err(|e| (e, Some(id)))?
-                .is_none()
-        {
+        if !left.was_member && self.state.db.room(id).await.map_err(|e| (e, Some(id)))?.is_none() {
             return Err((Error::RoomInvalid, Some(id)));
         }
-        let mut frames = vec![Event::Left {
-            leave: id.to_string(),
-        }
-        .encode()];
+        let mut frames = vec![Event::Left { leave: id.to_string() }.encode()];
         frames.extend(left.notice);
         Ok(frames)
     }
 
-    async fn send(
-        &mut self,
-        room: RoomRef,
-        message: String,
-    ) -> Result<Vec<Frame>, (Error, Option<i64>)> {
+    async fn send(&mut self, room: RoomRef, message: String) -> Result<Vec<Frame>, (Error, Option<i64>)> {
         let id = room_id(room)?;
         let config = &self.state.config;
         let refuse = |code: ErrorCode, detail: &str| Ok(vec![Event::error(code, detail, Some(id))]);
@@ -208,10 +199,7 @@ impl Connection {
         if message.chars().count() > config.max_message_chars {
             return refuse(
                 ErrorCode::MessageTooLong,
-                &format!(
-                    "messages are limited to {} characters",
-                    config.max_message_chars
-                ),
+                &format!("messages are limited to {} characters", config.max_message_chars),
             );
         }
         if message.trim().is_empty() {
@@ -222,28 +210,15 @@ impl Connection {
         }
         // One room's messages are stored and published in id order: the room lock spans both.
         let order = self.state.rooms_in_order.lock(id).await;
-        let stored = match self
-            .state
-            .db
-            .store_message(id, self.who.user.id, &self.who.user.username, &message)
-            .await
-        {
+        let stored = match self.state.db.store_message(id, self.who.user.id, &self.who.user.username, &message).await {
             Ok(stored) => stored,
             Err(Error::RoomAccessDenied) => {
                 // Rights changed since the join: take the connection out, as the hub does for demotions.
                 drop(order);
                 let left = self.state.hub.leave(self.id, id);
-                let mut frames = vec![Event::error(
-                    ErrorCode::RoomAccessDenied,
-                    "this room is for staff only",
-                    Some(id),
-                )];
-                frames.push(
-                    Event::Left {
-                        leave: id.to_string(),
-                    }
-                    .encode(),
-                );
+                let mut frames =
+                    vec![Event::error(ErrorCode::RoomAccessDenied, "this room is for staff only", Some(id))];
+                frames.push(Event::Left { leave: id.to_string() }.encode());
                 frames.extend(left.notice);
                 return Ok(frames);
             }
@@ -261,6 +236,13 @@ impl Connection {
         drop(order);
         Ok(Vec::new())
     }
+}
+
+/// True when the transport refused a frame for its size (axum wraps tungstenite's error).
+fn is_capacity_error(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    matches!(err.source().and_then(|e| e.downcast_ref::<WsError>()), Some(WsError::Capacity(_)))
 }
 
 fn room_id(room: RoomRef) -> Result<i64, (Error, Option<i64>)> {

@@ -29,11 +29,7 @@ pub fn router() -> Router<AppState> {
 
 /// Upgrades an authenticated, same-origin (or native, token-bearing) request to the chat socket.
 /// Everything else is refused before the upgrade: 403 for a foreign origin, 401 without a session.
-async fn stream(
-    State(state): State<AppState>,
-    ws: WebSocketUpgrade,
-    headers: HeaderMap,
-) -> Result<Response, Error> {
+async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade, headers: HeaderMap) -> Result<Response, Error> {
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
     if let Some(origin) = origin {

@@ -28,8 +28,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The Postgres server the tests create their databases on.
 pub fn postgres_admin_url() -> String {
-    std::env::var("MULTICHAT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("MULTICHAT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,35 +71,19 @@ impl TestDb {
         let data_dir = tempfile::tempdir().expect("temp dir");
         match backend {
             Backend::Sqlite => {
-                let url = multichat_server::db::sqlite_url(
-                    &data_dir.path().join(multichat_server::db::SQLITE_FILE),
-                );
-                TestDb {
-                    url,
-                    data_dir,
-                    postgres_name: None,
-                }
+                let url = multichat_server::db::sqlite_url(&data_dir.path().join(multichat_server::db::SQLITE_FILE));
+                TestDb { url, data_dir, postgres_name: None }
             }
             Backend::Postgres => {
                 let name = format!("multichat_test_{:016x}", rand_u64());
                 let mut admin = PgConnection::connect(&postgres_admin_url())
                     .await
                     .expect("Postgres at 127.0.0.1:5432 (.ci/run starts it)");
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .expect("create test database");
+                admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
                 let _ = admin.close().await;
                 let base = postgres_admin_url();
-                let url = format!(
-                    "{}/{name}",
-                    base.rsplit_once('/').expect("a database in the URL").0
-                );
-                TestDb {
-                    url,
-                    data_dir,
-                    postgres_name: Some(name),
-                }
+                let url = format!("{}/{name}", base.rsplit_once('/').expect("a database in the URL").0);
+                TestDb { url, data_dir, postgres_name: Some(name) }
             }
         }
     }
@@ -127,15 +110,10 @@ impl Drop for TestDb {
         };
         // Drop runs outside async; a short-lived runtime on its own thread drops the database.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await {
-                    let _ = admin
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
+                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
                     let _ = admin.close().await;
                 }
             });
@@ -147,22 +125,13 @@ impl Drop for TestDb {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish()
 }
 
 /// Settings that make timing-based behaviour quick to observe in tests.
 pub fn test_config() -> Config {
-    Config {
-        ping_interval: Duration::from_secs(30),
-        hash_concurrency: 2,
-        ..Config::default()
-    }
+    Config { ping_interval: Duration::from_secs(30), hash_concurrency: 2, ..Config::default() }
 }
 
 /// The real server, serving on an ephemeral loopback port.
@@ -180,28 +149,17 @@ impl TestServer {
 
     pub async fn start_with(test_db: &TestDb, config: Config) -> TestServer {
         let db = test_db.open().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = AppState::new(db.clone(), config, CancellationToken::new()).expect("state");
         let task = tokio::spawn(multichat_server::serve(listener, state.clone()));
-        TestServer {
-            addr,
-            state,
-            db,
-            task,
-        }
+        TestServer { addr, state, db, task }
     }
 
     /// Shuts down gracefully and waits until the server has stopped.
     pub async fn stop(self) {
         self.state.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("server stops in time")
-            .expect("task")
-            .expect("serve");
+        tokio::time::timeout(WAIT, self.task).await.expect("server stops in time").expect("task").expect("serve");
         self.db.close().await;
     }
 
@@ -214,16 +172,11 @@ impl TestServer {
     }
 
     pub async fn user(&self, name: &str, password: &str, rights: Rights) -> User {
-        accounts::create(&self.db, &self.state.passwords, name, password, rights)
-            .await
-            .expect("create user")
+        accounts::create(&self.db, &self.state.passwords, name, password, rights).await.expect("create user")
     }
 
     pub async fn room(&self, title: &str, staff_only: bool) -> Room {
-        self.db
-            .create_room(title, staff_only)
-            .await
-            .expect("create room")
+        self.db.create_room(title, staff_only).await.expect("create room")
     }
 
     /// Creates an account and logs it in over HTTP.
@@ -243,34 +196,20 @@ impl TestServer {
             .expect("login request");
         assert_eq!(response.status(), 200, "login of {name}");
         let body: Value = response.json().await.expect("login body");
-        Session {
-            token: body["token"].as_str().expect("token").to_owned(),
-            addr: self.addr,
-            http,
-        }
+        Session { token: body["token"].as_str().expect("token").to_owned(), addr: self.addr, http }
     }
 }
 
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .timeout(WAIT)
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().cookie_store(true).timeout(WAIT).build().expect("http client")
 }
 
 pub fn staff() -> Rights {
-    Rights {
-        is_staff: true,
-        is_admin: false,
-    }
+    Rights { is_staff: true, is_admin: false }
 }
 
 pub fn admin() -> Rights {
-    Rights {
-        is_staff: true,
-        is_admin: true,
-    }
+    Rights { is_staff: true, is_admin: true }
 }
 
 pub fn plain() -> Rights {
@@ -291,52 +230,27 @@ impl Session {
 
     /// Opens the chat socket the way a native client does: the token in `Authorization`, no Origin.
     pub async fn connect(&self) -> Ws {
-        let mut request = format!("ws://{}/chat/stream/", self.addr)
-            .into_client_request()
-            .expect("request");
-        request.headers_mut().insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {}", self.token)).expect("header"),
-        );
+        let mut request = format!("ws://{}/chat/stream/", self.addr).into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("authorization", HeaderValue::from_str(&format!("Bearer {}", self.token)).expect("header"));
         Ws::open(request).await.expect("socket opens")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("GET")
+        self.http.get(self.url(path)).bearer_auth(&self.token).send().await.expect("GET")
     }
 
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST")
+        self.http.post(self.url(path)).bearer_auth(&self.token).json(&body).send().await.expect("POST")
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .patch(self.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("PATCH")
+        self.http.patch(self.url(path)).bearer_auth(&self.token).json(&body).send().await.expect("PATCH")
     }
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.http
-            .delete(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("DELETE")
+        self.http.delete(self.url(path)).bearer_auth(&self.token).send().await.expect("DELETE")
     }
 }
 
@@ -349,9 +263,8 @@ impl Ws {
     pub async fn open(
         request: tokio_tungstenite::tungstenite::handshake::client::Request,
     ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-        let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("handshake in time")?;
+        let (stream, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("handshake in time")?;
         Ok(Ws { stream })
     }
 
@@ -364,10 +277,7 @@ impl Ws {
     }
 
     pub async fn send_raw(&mut self, message: Message) {
-        tokio::time::timeout(WAIT, self.stream.send(message))
-            .await
-            .expect("send in time")
-            .expect("send");
+        tokio::time::timeout(WAIT, self.stream.send(message)).await.expect("send in time").expect("send");
     }
 
     /// The next JSON frame; fails the test if none comes in time or the socket closes.
@@ -379,9 +289,7 @@ impl Ws {
                 .expect("socket open")
                 .expect("frame");
             match message {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("JSON frame")
-                }
+                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
                 Message::Close(frame) => panic!("socket closed unexpectedly: {frame:?}"),
                 _ => continue,
             }
@@ -411,10 +319,7 @@ impl Ws {
     /// Waits for the server to close the socket; returns its close frame.
     pub async fn closed(&mut self) -> Option<CloseFrame> {
         loop {
-            match tokio::time::timeout(WAIT, self.stream.next())
-                .await
-                .expect("close in time")
-            {
+            match tokio::time::timeout(WAIT, self.stream.next()).await.expect("close in time") {
                 Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
