@@ -44,7 +44,7 @@ impl CloseReason {
         match self {
             CloseReason::Shutdown => "server shutting down",
             CloseReason::SlowReader => "too slow reading messages",
-            CloseReason::LoggedOut => "logged out",
+            CloseReason::LoggedOut => "the session ended; log in again",
             CloseReason::AccountChanged => "account changed; log in again",
         }
     }

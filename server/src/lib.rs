@@ -19,6 +19,7 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +66,13 @@ impl AppState {
 
 /// The whole HTTP surface: the API, the chat socket, the health check.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(api::router()).merge(ws::router()).layer(TraceLayer::new_for_http()).with_state(state)
+    Router::new()
+        .merge(api::router())
+        .merge(ws::router())
+        // The API takes small JSON documents; nothing legitimate comes near this.
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 /// Serves on `listener` until `state.shutdown` is cancelled, then stops accepting, closes every chat

@@ -243,7 +243,39 @@ async fn health_reports_the_database(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_socket_closes_when_its_session_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = multichat_server::Config { session_ttl: Duration::from_secs(1), ..test_config() };
+    let server = TestServer::start_with(&db, config).await;
+    let session = server.login_new("ann", plain()).await;
+    let mut ws = session.connect().await;
+    assert_eq!(ws.recv().await["error"], "USER_HAS_TO_LOGIN");
+    assert_eq!(u16::from(ws.closed().await.expect("a close frame").code), 4001);
+    assert_eq!(session.get("/api/me").await.status(), 401, "the token expired with it");
+    server.stop().await;
+}
+
+async fn absurd_login_input_is_refused_cheaply(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let huge_name = "n".repeat(10_000);
+    assert_eq!(try_login(&server, &huge_name, "pw").await.status(), 401);
+    assert_eq!(try_login(&server, "ann", &"p".repeat(5_000)).await.status(), 401);
+    let body = json!({ "username": "ann", "password": "pw", "padding": "x".repeat(100_000) }).to_string();
+    let too_big = http_client()
+        .post(server.url("/api/login"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413, "bodies are capped");
+    server.stop().await;
+}
+
 on_both_backends!(
+    a_socket_closes_when_its_session_expires,
+    absurd_login_input_is_refused_cheaply,
     login_sets_an_httponly_cookie_and_names_are_case_insensitive,
     wrong_credentials_get_one_generic_error_whether_or_not_the_user_exists,
     repeated_failures_back_off_alike_for_real_and_unknown_names,

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::UserView;
+use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::auth::session::{cookie, SessionToken};
 use crate::auth::CurrentUser;
 use crate::db::{now_ms, NewUser, User};
@@ -37,8 +38,15 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(creds): Json<Credentials>,
 ) -> Result<Response, Error> {
-    let key = username::fold(&creds.username);
     let addr = Some(peer.ip());
+    // No account has a longer name or password, so these cannot match; refusing them here keeps
+    // megabyte-long names out of the throttle's table.
+    if creds.username.len() > 4 * username::MAX_LEN || creds.password.len() > MAX_PASSWORD_BYTES {
+        state.throttle.check("", addr)?;
+        state.throttle.failed("", addr);
+        return Err(Error::InvalidCredentials);
+    }
+    let key = username::fold(&creds.username);
     state.throttle.check(&key, addr)?;
     let found = state.db.user_with_hash(&key).await?;
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());

@@ -48,6 +48,8 @@ pub struct CurrentUser {
     pub user: User,
     /// The stored hash of the session's token: identifies the session without holding the secret.
     pub session: Arc<str>,
+    /// When the session ends (Unix ms): a socket opened through it is closed then.
+    pub expires_at: i64,
     pub credential: Credential,
 }
 
@@ -86,8 +88,8 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 /// Looks the token up: the user must be active and the session unexpired.
 pub async fn authenticate(state: &AppState, token: &str, credential: Credential) -> Result<CurrentUser, Error> {
     let hash = SessionToken::hash(token);
-    let user = state.db.session_user(&hash).await?.ok_or(Error::Unauthorized)?;
-    Ok(CurrentUser { user, session: hash.into(), credential })
+    let (user, expires_at) = state.db.session_user(&hash).await?.ok_or(Error::Unauthorized)?;
+    Ok(CurrentUser { user, session: hash.into(), expires_at, credential })
 }
 
 impl FromRequestParts<AppState> for CurrentUser {

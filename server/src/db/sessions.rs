@@ -3,6 +3,7 @@
 use super::users::{user_from_row, User};
 use super::{now_ms, Db};
 use crate::error::Error;
+use sqlx::Row;
 
 impl Db {
     pub async fn create_session(&self, token_hash: &str, user_id: i64, expires_at: i64) -> Result<(), Error> {
@@ -19,10 +20,10 @@ impl Db {
         Ok(())
     }
 
-    /// The active user behind an unexpired session, if any.
-    pub async fn session_user(&self, token_hash: &str) -> Result<Option<User>, Error> {
+    /// The active user behind an unexpired session, if any, with the session's expiry (Unix ms).
+    pub async fn session_user(&self, token_hash: &str) -> Result<Option<(User, i64)>, Error> {
         let row = sqlx::query(
-            "SELECT u.id, u.username, u.is_staff, u.is_admin, u.is_active, u.created_at \
+            "SELECT u.id, u.username, u.is_staff, u.is_admin, u.is_active, u.created_at, s.expires_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.is_active",
         )
@@ -30,7 +31,8 @@ impl Db {
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((user_from_row(&row)?, row.try_get("expires_at")?)))
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<(), Error> {

@@ -2,12 +2,14 @@
 //! heartbeat and the close signals; cleanup once, after the loop.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 
 use crate::auth::CurrentUser;
+use crate::db::now_ms;
 use crate::error::Error;
 use crate::hub::{CloseReason, ConnId};
 use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef, MSG_MESSAGE};
@@ -45,11 +47,15 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
     // When the unanswered ping went out: a socket is closed only after a ping it had a whole interval to
     // answer, never merely for having been quiet.
     let mut ping_sent: Option<Instant> = None;
+    let session_left = Duration::from_millis(conn.who.expires_at.saturating_sub(now_ms()).max(0) as u64);
+    let session_end = tokio::time::sleep(session_left);
+    tokio::pin!(session_end);
 
     let end = loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break End::Server(CloseReason::Shutdown),
             reason = registration.closer.closed() => break End::Server(reason),
+            _ = &mut session_end => break End::Server(CloseReason::LoggedOut),
             Some(frame) = frames.recv() => {
                 if conn.write(&mut socket, Message::Text(frame)).await.is_err() {
                     break End::Peer;
