@@ -163,10 +163,16 @@ fn serve(db: &TestDb) -> (Child, String) {
     (child, addr)
 }
 
-async fn sigterm_closes_sockets_with_going_away_and_exits_zero(backend: Backend) {
+async fn sigterm_and_ctrl_c_close_sockets_with_going_away_and_exit_zero(backend: Backend) {
     let db = TestDb::new(backend).await;
     run(&db, &["createuser", "--username", "ann", "--password-stdin"], "pw\n");
-    let (mut child, addr) = serve(&db);
+    for signal in ["-TERM", "-INT"] {
+        stop_with_signal(&db, signal).await;
+    }
+}
+
+async fn stop_with_signal(db: &TestDb, signal: &str) {
+    let (mut child, addr) = serve(db);
     let login = http_client()
         .post(format!("http://{addr}/api/login"))
         .json(&json!({ "username": "ann", "password": "pw" }))
@@ -177,11 +183,11 @@ async fn sigterm_closes_sockets_with_going_away_and_exits_zero(backend: Backend)
     let session = Session { token, addr: addr.parse().unwrap(), http: http_client() };
     let mut ws = session.connect().await;
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    assert_eq!(ws.closed().await.expect("a close frame").code, CloseCode::Away);
+    assert_eq!(ws.closed().await.expect("a close frame").code, CloseCode::Away, "on {signal}");
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "exit status {status}");
+    assert!(status.success(), "exit status {status} on {signal}");
 }
 
 async fn first_start_says_how_to_create_the_first_admin(backend: Backend) {
@@ -205,6 +211,6 @@ on_both_backends!(
     createsuperuser_prompts_at_a_terminal_and_confirms_the_password,
     rooms_and_users_are_created_and_listed,
     cli_mistakes_get_clear_errors,
-    sigterm_closes_sockets_with_going_away_and_exits_zero,
+    sigterm_and_ctrl_c_close_sockets_with_going_away_and_exit_zero,
     first_start_says_how_to_create_the_first_admin,
 );
