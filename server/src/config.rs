@@ -29,6 +29,16 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Password hashes computed at once (each takes ~19 MiB).
     pub hash_concurrency: usize,
+    /// The most messages replayed to a client resuming a room; beyond that it is told of the gap.
+    pub replay_max: i64,
+    /// The largest `history` page.
+    pub history_page_max: i64,
+    /// Messages older than this are deleted (none by default: history is kept).
+    pub retention_max_age: Option<Duration>,
+    /// Only this many of each room's newest messages are kept (all by default).
+    pub retention_per_room: Option<u64>,
+    /// How often retention runs.
+    pub retention_interval: Duration,
 }
 
 impl Default for Config {
@@ -46,6 +56,11 @@ impl Default for Config {
             login_backoff_cap: Duration::from_secs(300),
             secure_cookies: false,
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            replay_max: 500,
+            history_page_max: 200,
+            retention_max_age: None,
+            retention_per_room: None,
+            retention_interval: Duration::from_secs(600),
         }
     }
 }

@@ -37,6 +37,9 @@ pub enum Error {
     Hashing,
     #[error("the server is busy; try again")]
     Busy,
+    /// A failure already logged where it happened; nothing was stored.
+    #[error("the database is unavailable; nothing was stored")]
+    Unavailable,
 }
 
 impl Error {
@@ -50,7 +53,7 @@ impl Error {
             Error::NotFound | Error::RoomInvalid => StatusCode::NOT_FOUND,
             Error::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Hashing => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Busy | Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -70,11 +70,27 @@ impl Closer {
     }
 }
 
-/// What a connection task gets back from [`Hub::register`].
+/// A frame queued for one connection; a chat message carries its `(room, id)` so that a connection
+/// replaying history can drop what it already sent.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub frame: Frame,
+    pub message: Option<(i64, i64)>,
+}
+
+/// What a connection task gets back from [`Hub::register`]; dropping it unregisters the connection,
+/// so an upgrade that never completes leaves nothing behind.
 pub struct Registration {
     pub id: ConnId,
-    pub frames: mpsc::Receiver<Frame>,
+    pub frames: mpsc::Receiver<Delivery>,
     pub closer: Closer,
+    hub: Arc<Hub>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+    }
 }
 
 /// A join that raced a change of rights or rooms: read the database again and retry.
@@ -100,8 +116,8 @@ pub struct Hub {
 #[derive(Default)]
 struct Inner {
     next_id: ConnId,
-    /// Bumped by every change of rights or rooms, so a join can tell whether what it read from the
-    /// database is still current (see [`Hub::join`]).
+    /// Bumped by every change of sessions, rights or rooms, so that a registration or a join can tell
+    /// whether what it read from the database is still current (see [`Hub::register`], [`Hub::join`]).
     epoch: u64,
     conns: HashMap<ConnId, Conn>,
     rooms: HashMap<i64, Members>,
@@ -112,7 +128,7 @@ struct Conn {
     username: Arc<str>,
     session: Arc<str>,
     is_staff: bool,
-    queue: mpsc::Sender<Frame>,
+    queue: mpsc::Sender<Delivery>,
     closer: Closer,
     rooms: HashSet<i64>,
 }
@@ -130,11 +146,16 @@ impl Hub {
         Hub { inner: Mutex::default(), queue_capacity: queue_capacity.max(1), presence_notices }
     }
 
-    /// Adds a connection of `user` through `session`.
-    pub fn register(&self, user: &User, session: Arc<str>) -> Registration {
+    /// Adds a connection of `user` through `session`, authenticated against the database at `epoch`.
+    /// [`Stale`] if sessions or rights changed since (a logout may have missed this connection):
+    /// authenticate again.
+    pub fn register(self: &Arc<Self>, user: &User, session: Arc<str>, epoch: u64) -> Result<Registration, Stale> {
         let (queue, frames) = mpsc::channel(self.queue_capacity);
         let closer = Closer::default();
         let mut inner = self.lock();
+        if inner.epoch != epoch {
+            return Err(Stale);
+        }
         inner.next_id += 1;
         let id = inner.next_id;
         inner.conns.insert(
@@ -149,11 +170,11 @@ impl Hub {
                 rooms: HashSet::new(),
             },
         );
-        Registration { id, frames, closer }
+        Ok(Registration { id, frames, closer, hub: self.clone() })
     }
 
     /// Removes a connection and its memberships, telling each room its user left if it was their last.
-    pub fn unregister(&self, id: ConnId) {
+    fn unregister(&self, id: ConnId) {
         let mut inner = self.lock();
         let Some(conn) = inner.conns.remove(&id) else {
             return;
@@ -228,11 +249,15 @@ impl Hub {
         self.lock().publish(room, frame);
     }
 
+    /// Sends chat message `id`, encoded as `frame`, to every connection in `room`.
+    pub fn publish_message(&self, room: i64, id: i64, frame: &Frame) {
+        self.lock().deliver(room, &Delivery { frame: frame.clone(), message: Some((room, id)) });
+    }
+
     /// Applies a user's new rights to their open connections: a deactivated user is disconnected, and one
     /// who is no longer staff is taken out of every staff-only room at once.
     pub fn user_changed(&self, user: &User) {
         if !user.is_active {
-            self.lock().epoch += 1;
             self.close_user(user.id, CloseReason::AccountChanged);
             return;
         }
@@ -274,21 +299,27 @@ impl Hub {
 
     /// Closes every connection of one session (logout).
     pub fn close_session(&self, session: &str) {
-        for conn in self.lock().conns.values().filter(|c| &*c.session == session) {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        for conn in inner.conns.values().filter(|c| &*c.session == session) {
             conn.closer.close(CloseReason::LoggedOut);
         }
     }
 
     /// Closes every connection of `user_id` but those of session `keep` (after a password change).
     pub fn close_other_sessions(&self, user_id: i64, keep: &str) {
-        for conn in self.lock().conns.values().filter(|c| c.user_id == user_id && &*c.session != keep) {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        for conn in inner.conns.values().filter(|c| c.user_id == user_id && &*c.session != keep) {
             conn.closer.close(CloseReason::AccountChanged);
         }
     }
 
     /// Closes every connection of one user.
     pub fn close_user(&self, user_id: i64, reason: CloseReason) {
-        for conn in self.lock().conns.values().filter(|c| c.user_id == user_id) {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        for conn in inner.conns.values().filter(|c| c.user_id == user_id) {
             conn.closer.close(reason);
         }
     }
@@ -314,12 +345,14 @@ impl Hub {
 
 impl Inner {
     fn publish(&self, room: i64, frame: &Frame) {
-        let Some(members) = self.rooms.get(&room) else {
-            return;
-        };
+        self.deliver(room, &Delivery { frame: frame.clone(), message: None });
+    }
+
+    fn deliver(&self, room: i64, delivery: &Delivery) {
+        let Some(members) = self.rooms.get(&room) else { return };
         for id in &members.conns {
             if let Some(conn) = self.conns.get(id) {
-                push(conn, frame.clone());
+                push(conn, delivery.clone());
             }
         }
     }
@@ -363,21 +396,21 @@ impl Inner {
             };
             conn.rooms.remove(&room);
             let (user_id, username) = (conn.user_id, conn.username.clone());
-            push(conn, Event::error(why.0, why.1, Some(room)));
-            push(conn, Event::Left { leave: room.to_string() }.encode());
+            push(conn, Delivery { frame: Event::error(why.0, why.1, Some(room)), message: None });
+            push(conn, Delivery { frame: Event::Left { leave: room.to_string() }.encode(), message: None });
             if let Some(notice) = self.remove_member(&room, id, user_id, &username, notices) {
                 self.publish(room, &notice);
                 if let Some(conn) = self.conns.get(&id) {
-                    push(conn, notice);
+                    push(conn, Delivery { frame: notice, message: None });
                 }
             }
         }
     }
 }
 
-/// Queues `frame` for `conn` without waiting; a full queue means a slow reader, which is disconnected.
-fn push(conn: &Conn, frame: Frame) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = conn.queue.try_send(frame) {
+/// Queues `delivery` for `conn` without waiting; a full queue means a slow reader, which is disconnected.
+fn push(conn: &Conn, delivery: Delivery) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = conn.queue.try_send(delivery) {
         conn.closer.close(CloseReason::SlowReader);
     }
 }
@@ -391,18 +424,18 @@ mod tests {
     }
 
     fn room(id: i64, staff_only: bool) -> Room {
-        Room { id, title: format!("room {id}"), staff_only, created_at: 0, last_message_id: 0 }
+        Room { id, title: format!("room {id}"), staff_only, ephemeral: false, created_at: 0, last_message_id: 0 }
     }
 
-    fn drain(frames: &mut mpsc::Receiver<Frame>) -> Vec<String> {
-        std::iter::from_fn(|| frames.try_recv().ok()).map(|f| f.as_str().to_owned()).collect()
+    fn drain(frames: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
+        std::iter::from_fn(|| frames.try_recv().ok()).map(|d| d.frame.as_str().to_owned()).collect()
     }
 
     #[test]
     fn a_join_that_raced_a_change_of_rights_is_stale_and_admits_nobody() {
-        let hub = Hub::new(8, true);
+        let hub = Arc::new(Hub::new(8, true));
         let sam = user(1, "sam", true);
-        let conn = hub.register(&sam, "s1".into());
+        let conn = hub.register(&sam, "s1".into(), hub.epoch()).unwrap();
         let read_at = hub.epoch();
         // The admin demotes sam after the join read the database but before it reached the hub.
         hub.user_changed(&User { is_staff: false, ..sam.clone() });
@@ -412,26 +445,44 @@ mod tests {
     }
 
     #[test]
-    fn presence_is_per_user_not_per_connection() {
-        let hub = Hub::new(8, true);
+    fn a_registration_that_raced_a_logout_is_stale() {
+        let hub = Arc::new(Hub::new(8, true));
         let ann = user(1, "ann", false);
-        let mut bob = hub.register(&user(2, "bob", false), "b".into());
-        let (w1, w2) = (hub.register(&ann, "a".into()), hub.register(&ann, "a".into()));
+        let read_at = hub.epoch();
+        // The session was checked, then logged out before the socket was registered.
+        hub.close_session("s1");
+        assert!(hub.register(&ann, "s1".into(), read_at).is_err());
+        assert_eq!(hub.connections(), 0);
+        let conn = hub.register(&ann, "s1".into(), hub.epoch()).unwrap();
+        assert_eq!(hub.connections(), 1);
+        drop(conn);
+        assert_eq!(hub.connections(), 0, "dropping the registration unregisters");
+    }
+
+    #[test]
+    fn presence_is_per_user_not_per_connection() {
+        let hub = Arc::new(Hub::new(8, true));
+        let ann = user(1, "ann", false);
+        let mut bob = hub.register(&user(2, "bob", false), "b".into(), hub.epoch()).unwrap();
+        let (w1, w2) = (
+            hub.register(&ann, "a".into(), hub.epoch()).unwrap(),
+            hub.register(&ann, "a".into(), hub.epoch()).unwrap(),
+        );
         let lobby = room(1, false);
         hub.join(bob.id, &lobby, false, hub.epoch()).unwrap();
         hub.join(w1.id, &lobby, false, hub.epoch()).unwrap();
         hub.join(w2.id, &lobby, false, hub.epoch()).unwrap();
         assert_eq!(drain(&mut bob.frames), [r#"{"msg_type":4,"room":1,"username":"ann"}"#]);
         assert_eq!(hub.leave(w1.id, 1), Left { was_member: true, notice: None });
-        hub.unregister(w2.id);
+        drop(w2);
         assert_eq!(drain(&mut bob.frames), [r#"{"msg_type":5,"room":1,"username":"ann"}"#]);
     }
 
     #[tokio::test]
     async fn a_full_queue_closes_the_slow_reader_and_spares_the_others() {
-        let hub = Hub::new(2, false);
-        let slow = hub.register(&user(1, "slow", false), "s".into());
-        let mut quick = hub.register(&user(2, "quick", false), "q".into());
+        let hub = Arc::new(Hub::new(2, false));
+        let slow = hub.register(&user(1, "slow", false), "s".into(), hub.epoch()).unwrap();
+        let mut quick = hub.register(&user(2, "quick", false), "q".into(), hub.epoch()).unwrap();
         for conn in [slow.id, quick.id] {
             hub.join(conn, &room(1, false), false, hub.epoch()).unwrap();
         }
@@ -445,9 +496,9 @@ mod tests {
 
     #[test]
     fn demotion_takes_a_user_out_of_staff_only_rooms_only() {
-        let hub = Hub::new(8, true);
+        let hub = Arc::new(Hub::new(8, true));
         let sam = user(1, "sam", true);
-        let mut conn = hub.register(&sam, "s".into());
+        let mut conn = hub.register(&sam, "s".into(), hub.epoch()).unwrap();
         hub.join(conn.id, &room(1, true), true, hub.epoch()).unwrap();
         hub.join(conn.id, &room(2, false), true, hub.epoch()).unwrap();
         hub.user_changed(&User { is_staff: false, ..sam });

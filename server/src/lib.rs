@@ -12,8 +12,9 @@ pub mod db;
 pub mod error;
 pub mod hub;
 pub mod protocol;
-pub mod room_order;
+pub mod retention;
 pub mod username;
+pub mod writer;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ pub use error::Error;
 
 use auth::{LoginThrottle, Passwords};
 use hub::{CloseReason, Hub};
-use room_order::RoomOrder;
+use writer::Writer;
 
 /// Handles to everything a request may need; cloning is cheap.
 #[derive(Clone)]
@@ -42,7 +43,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub passwords: Passwords,
     pub throttle: Arc<LoginThrottle>,
-    pub rooms_in_order: Arc<RoomOrder>,
+    /// Stores and publishes what users say.
+    pub writer: Writer,
     /// Cancelled to shut the server down; connection tasks watch it too.
     pub shutdown: CancellationToken,
     /// The connection tasks, so that shutdown can wait for their close frames.
@@ -50,13 +52,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Builds the state and starts the message writer; call it inside a Tokio runtime.
     pub fn new(db: Db, config: Config, shutdown: CancellationToken) -> Result<AppState, Error> {
+        let hub = Arc::new(Hub::new(config.outbound_queue, config.presence_notices));
         Ok(AppState {
+            writer: Writer::spawn(db.clone(), hub.clone()),
             db,
-            hub: Arc::new(Hub::new(config.outbound_queue, config.presence_notices)),
+            hub,
             passwords: Passwords::new(config.hash_concurrency)?,
             throttle: Arc::new(LoginThrottle::new(config.login_backoff_cap)),
-            rooms_in_order: Arc::default(),
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
@@ -79,6 +83,7 @@ pub fn router(state: AppState) -> Router {
 /// socket with 1001 and returns once they are gone.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
+    state.tasks.spawn(retention::run(state.db.clone(), state.config.clone(), shutdown.clone()));
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     state.hub.close_all(CloseReason::Shutdown);

@@ -64,6 +64,18 @@ struct Options {
     /// Mark the session cookie Secure (when served over HTTPS).
     #[arg(long, env = "MULTICHAT_SECURE_COOKIES", global = true)]
     secure_cookies: bool,
+    /// Delete messages older than this many days [default: keep them].
+    #[arg(long, env = "MULTICHAT_RETENTION_DAYS", global = true)]
+    retention_days: Option<u64>,
+    /// Keep only this many of each room's newest messages [default: all].
+    #[arg(long, env = "MULTICHAT_RETENTION_PER_ROOM", global = true)]
+    retention_per_room: Option<u64>,
+    /// The most messages replayed to a client resuming a room (beyond that it pages through history).
+    #[arg(long, env = "MULTICHAT_REPLAY_MAX", default_value_t = Config::default().replay_max, global = true)]
+    replay_max: i64,
+    /// The largest page of history one request returns.
+    #[arg(long, env = "MULTICHAT_HISTORY_PAGE_MAX", default_value_t = Config::default().history_page_max, global = true)]
+    history_page_max: i64,
 }
 
 #[derive(Subcommand)]
@@ -101,6 +113,9 @@ enum Command {
         /// Only staff may join the room.
         #[arg(long)]
         staff_only: bool,
+        /// Store nothing said in the room (no history, as in the original multichat).
+        #[arg(long)]
+        ephemeral: bool,
     },
     /// List the rooms.
     Listrooms,
@@ -169,14 +184,17 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
             let user = accounts::create(db, &passwords()?, &username, &password, rights).await?;
             println!("User {} created.", user.username);
         }
-        Command::Createroom { title, staff_only } => {
-            let room = db.create_room(accounts::room_title(&title)?, staff_only).await?;
+        Command::Createroom { title, staff_only, ephemeral } => {
+            let room = db.create_room(accounts::room_title(&title)?, staff_only, ephemeral).await?;
             println!("{}", room.id);
         }
         Command::Listrooms => {
-            println!("{:>6}  {:<10}  TITLE", "ID", "STAFF_ONLY");
-            for room in db.list_rooms(true).await? {
-                println!("{:>6}  {:<10}  {}", room.id, room.staff_only, room.title);
+            println!("{:>6}  {:<10}  {:<9}  {:>8}  TITLE", "ID", "STAFF_ONLY", "EPHEMERAL", "MESSAGES");
+            for r in db.list_rooms(true).await? {
+                println!(
+                    "{:>6}  {:<10}  {:<9}  {:>8}  {}",
+                    r.id, r.staff_only, r.ephemeral, r.last_message_id, r.title
+                );
             }
         }
         Command::Listusers => {
@@ -200,6 +218,10 @@ fn config(options: &Options) -> Config {
         allowed_origins: options.allowed_origin.clone(),
         session_ttl: Duration::from_secs(options.session_days.max(1) * 24 * 3600),
         secure_cookies: options.secure_cookies,
+        retention_max_age: options.retention_days.map(|days| Duration::from_secs(days * 24 * 3600)),
+        retention_per_room: options.retention_per_room,
+        replay_max: options.replay_max.max(1),
+        history_page_max: options.history_page_max.max(1),
         ..Config::default()
     }
 }

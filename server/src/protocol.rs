@@ -18,15 +18,23 @@ pub const MSG_ENTER: u8 = 4;
 /// `msg_type` of "someone left the room".
 pub const MSG_LEAVE: u8 = 5;
 
+/// The longest nonce a client may attach to a `send`, in characters.
+pub const MAX_NONCE_CHARS: usize = 64;
+
 /// A command from the client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `{"command":"join","room":ID}` — join a room (ID a number or a decimal string).
-    Join { room: RoomRef },
+    /// `{"command":"join","room":ID}` — join a room (ID a number or a decimal string);
+    /// with `"after":N`, also replay what was said after message N (resume after a reconnect).
+    Join { room: RoomRef, after: Option<i64> },
     /// `{"command":"leave","room":ID}` — leave a room.
     Leave { room: RoomRef },
-    /// `{"command":"send","room":ID,"message":TEXT}` — say TEXT in a joined room.
-    Send { room: RoomRef, message: String },
+    /// `{"command":"send","room":ID,"message":TEXT}` — say TEXT in a joined room; with `"nonce":K`,
+    /// get an `ack`, and a retry with the same K is stored once.
+    Send { room: RoomRef, message: String, nonce: Option<String> },
+    /// `{"command":"history","room":ID,"before":N,"after":M,"limit":L}` — a page of stored messages (all
+    /// but `room` optional).
+    History { room: RoomRef, before: Option<i64>, after: Option<i64>, limit: Option<i64> },
 }
 
 /// A room id as the client wrote it. The original client sends `"1"`, others `1`: both mean room 1,
@@ -68,6 +76,14 @@ pub enum ErrorCode {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Event<'a> {
+    /// `{"ack":K,"room":ID,"id":N,"ts":MS}` — to the sender of a `send` with nonce K: stored as message N.
+    Ack { ack: &'a str, room: i64, id: i64, ts: i64 },
+    /// `{"history":"ID","messages":[…],"more":BOOL}` — a page of history, oldest first, each message as
+    /// its live event; `more` when further messages lie beyond the page in the direction read.
+    History { history: String, messages: Vec<Event<'a>>, more: bool },
+    /// `{"gap":"ID","after":N,"before":M}` — messages N+1 … M-1 were not replayed (too many, or no longer
+    /// stored): page them with `history` if wanted.
+    Gap { gap: String, after: i64, before: i64 },
     /// `{"join":"ID","title":T}` — to the joiner, after a successful join.
     Joined { join: String, title: &'a str },
     /// `{"leave":"ID"}` — to the leaver, after a leave (also when removed by the server).
@@ -77,12 +93,15 @@ pub enum Event<'a> {
     Message { msg_type: u8, room: i64, username: &'a str, message: &'a str, id: i64, ts: i64 },
     /// `{"msg_type":4|5,"room":ID,"username":U}` — someone entered or left the room.
     Presence { msg_type: u8, room: i64, username: &'a str },
-    /// `{"error":CODE,"detail":TEXT}` (+ `"room":ID` when it concerns one) — a refused command.
+    /// `{"error":CODE,"detail":TEXT}` (+ `"room":ID` when it concerns one, `"nonce":K` for a refused
+    /// `send` that carried one) — a refused command.
     Error {
         error: ErrorCode,
         detail: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         room: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nonce: Option<&'a str>,
     },
 }
 
@@ -94,7 +113,7 @@ impl Event<'_> {
     }
 
     pub fn error(error: ErrorCode, detail: &str, room: Option<i64>) -> Frame {
-        Event::Error { error, detail, room }.encode()
+        Event::Error { error, detail, room, nonce: None }.encode()
     }
 }
 
@@ -112,6 +131,10 @@ struct Envelope<'a> {
     command: Option<Cow<'a, str>>,
     room: Option<RawRoom>,
     message: Option<String>,
+    nonce: Option<String>,
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -141,14 +164,31 @@ pub fn parse(text: &str) -> Result<Command, BadFrame> {
         code: ErrorCode::MalformedFrame,
         detail: format!("missing field `{field}`").into(),
     };
+    let invalid = |detail: &'static str| BadFrame { code: ErrorCode::MalformedFrame, detail: detail.into() };
     let command = envelope.command.ok_or_else(|| missing("command"))?;
     let room = envelope.room.map(RoomRef::from);
+    if envelope.after.is_some_and(|n| n < 0) || envelope.before.is_some_and(|n| n < 1) {
+        return Err(invalid("`after` must be 0 or more and `before` 1 or more"));
+    }
+    if envelope.limit.is_some_and(|n| n < 1) {
+        return Err(invalid("`limit` must be 1 or more"));
+    }
+    if envelope.nonce.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > MAX_NONCE_CHARS) {
+        return Err(invalid("a `nonce` has 1 to 64 characters"));
+    }
     match command.as_ref() {
-        "join" => Ok(Command::Join { room: room.ok_or_else(|| missing("room"))? }),
+        "join" => Ok(Command::Join { room: room.ok_or_else(|| missing("room"))?, after: envelope.after }),
         "leave" => Ok(Command::Leave { room: room.ok_or_else(|| missing("room"))? }),
         "send" => Ok(Command::Send {
             room: room.ok_or_else(|| missing("room"))?,
             message: envelope.message.ok_or_else(|| missing("message"))?,
+            nonce: envelope.nonce,
+        }),
+        "history" => Ok(Command::History {
+            room: room.ok_or_else(|| missing("room"))?,
+            before: envelope.before,
+            after: envelope.after,
+            limit: envelope.limit,
         }),
         other => Err(BadFrame {
             code: ErrorCode::UnknownCommand,
@@ -163,19 +203,42 @@ mod tests {
 
     #[test]
     fn room_ids_may_be_numbers_or_decimal_strings() {
-        assert_eq!(parse(r#"{"command":"join","room":"7"}"#), Ok(Command::Join { room: RoomRef::Id(7) }));
+        let join = |room| Ok(Command::Join { room, after: None });
+        assert_eq!(parse(r#"{"command":"join","room":"7"}"#), join(RoomRef::Id(7)));
         assert_eq!(parse(r#"{"command":"leave","room":7}"#), Ok(Command::Leave { room: RoomRef::Id(7) }));
-        assert_eq!(parse(r#"{"command":"join","room":"abc"}"#), Ok(Command::Join { room: RoomRef::Invalid }));
-        assert_eq!(parse(r#"{"command":"join","room":-3}"#), Ok(Command::Join { room: RoomRef::Invalid }));
-        assert_eq!(parse(r#"{"command":"join","room":1.5}"#), Ok(Command::Join { room: RoomRef::Invalid }));
+        assert_eq!(parse(r#"{"command":"join","room":"abc"}"#), join(RoomRef::Invalid));
+        assert_eq!(parse(r#"{"command":"join","room":-3}"#), join(RoomRef::Invalid));
+        assert_eq!(parse(r#"{"command":"join","room":1.5}"#), join(RoomRef::Invalid));
     }
 
     #[test]
     fn send_carries_its_message_and_unknown_fields_are_ignored() {
         assert_eq!(
             parse(r#"{"command":"send","room":1,"message":"hi","extra":true}"#),
-            Ok(Command::Send { room: RoomRef::Id(1), message: "hi".into() })
+            Ok(Command::Send { room: RoomRef::Id(1), message: "hi".into(), nonce: None })
         );
+    }
+
+    #[test]
+    fn resume_history_and_nonces_are_read_and_checked() {
+        assert_eq!(
+            parse(r#"{"command":"join","room":1,"after":41}"#),
+            Ok(Command::Join { room: RoomRef::Id(1), after: Some(41) })
+        );
+        assert_eq!(
+            parse(r#"{"command":"send","room":1,"message":"hi","nonce":"k-1"}"#),
+            Ok(Command::Send { room: RoomRef::Id(1), message: "hi".into(), nonce: Some("k-1".into()) })
+        );
+        assert_eq!(
+            parse(r#"{"command":"history","room":1,"before":10,"limit":5}"#),
+            Ok(Command::History { room: RoomRef::Id(1), before: Some(10), after: None, limit: Some(5) })
+        );
+        let code = |text: &str| parse(text).unwrap_err().code;
+        assert_eq!(code(r#"{"command":"history","room":1,"after":-1}"#), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"command":"history","room":1,"limit":0}"#), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"command":"send","room":1,"message":"x","nonce":""}"#), ErrorCode::MalformedFrame);
+        let long = format!(r#"{{"command":"send","room":1,"message":"x","nonce":"{}"}}"#, "n".repeat(65));
+        assert_eq!(code(&long), ErrorCode::MalformedFrame);
     }
 
     #[test]
@@ -197,5 +260,7 @@ mod tests {
         assert_eq!(msg.encode().as_str(), r#"{"msg_type":0,"room":3,"username":"ann","message":"hi","id":9,"ts":5}"#);
         let err = Event::error(ErrorCode::RoomAccessDenied, "staff only", None);
         assert_eq!(err.as_str(), r#"{"error":"ROOM_ACCESS_DENIED","detail":"staff only"}"#);
+        let ack = Event::Ack { ack: "k1", room: 3, id: 9, ts: 5 }.encode();
+        assert_eq!(ack.as_str(), r#"{"ack":"k1","room":3,"id":9,"ts":5}"#);
     }
 }

@@ -194,7 +194,7 @@ async fn deleting_a_user_keeps_their_messages_under_their_name(backend: Backend)
     let id = leaver.get("/api/me").await.json::<Value>().await.unwrap()["id"].clone();
     assert_eq!(boss.delete(&format!("/api/admin/users/{id}")).await.status(), 204);
     assert_eq!(u16::from(ws.closed().await.expect("close").code), 4003);
-    let history = server.db.messages_before(lobby.id, i64::MAX, 10).await.unwrap();
+    let history = server.stored(lobby.id).await;
     assert_eq!(history.len(), 1);
     assert_eq!((history[0].username.as_str(), history[0].message.as_str()), ("leaver", "goodbye"));
     server.stop().await;

@@ -62,7 +62,7 @@ async fn oversize_and_empty_messages_are_refused_without_losing_the_socket(backe
 
     ann.send(json!({ "command": "send", "room": lobby.id, "message": "fine" })).await;
     assert_eq!(ann.recv().await["message"], "fine");
-    let stored = server.db.messages_before(lobby.id, i64::MAX, 10).await.unwrap();
+    let stored = server.stored(lobby.id).await;
     assert_eq!(stored.len(), 2, "refused messages are not stored");
     server.stop().await;
 }

@@ -24,6 +24,8 @@ struct NewRoom {
     title: String,
     #[serde(default)]
     staff_only: bool,
+    #[serde(default)]
+    ephemeral: bool,
 }
 
 async fn list(State(state): State<AppState>, who: CurrentUser) -> Result<Json<Vec<Room>>, Error> {
@@ -42,12 +44,12 @@ async fn create(
     Json(new): Json<NewRoom>,
 ) -> Result<(StatusCode, Json<Room>), Error> {
     who.require_admin()?;
-    let room = state.db.create_room(room_title(&new.title)?, new.staff_only).await?;
+    let room = state.db.create_room(room_title(&new.title)?, new.staff_only, new.ephemeral).await?;
     tracing::info!(room = room.id, admin = %who.user.username, "room created");
     Ok((StatusCode::CREATED, Json(room)))
 }
 
-/// Making a room staff-only takes its non-staff members out at once.
+/// Making a room staff-only takes its non-staff members out at once; making it ephemeral deletes its history.
 async fn update(
     State(state): State<AppState>,
     who: CurrentUser,
@@ -67,7 +69,6 @@ async fn remove(State(state): State<AppState>, who: CurrentUser, Path(id): Path<
     who.require_admin()?;
     state.db.delete_room(id).await?;
     state.hub.room_deleted(id);
-    state.rooms_in_order.forget(id);
     tracing::info!(room = id, admin = %who.user.username, "room deleted");
     Ok(StatusCode::NO_CONTENT)
 }

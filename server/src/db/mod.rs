@@ -8,7 +8,7 @@ mod rooms;
 mod sessions;
 mod users;
 
-pub use messages::{Message, StoredMessage};
+pub use messages::{History, Message, NewMessage, Page, Stored, StoredMessage};
 pub use rooms::{Room, RoomPatch};
 pub use users::{NewUser, User, UserPatch};
 
@@ -134,7 +134,7 @@ mod tests {
         let dir = parent.path().join("My Chat? #1 100%");
         let db = Db::open_sqlite_dir(&dir).await.unwrap();
         db.migrate().await.unwrap();
-        db.create_room("Lobby", false).await.unwrap();
+        db.create_room("Lobby", false, false).await.unwrap();
         db.close().await;
         assert!(dir.join(SQLITE_FILE).is_file());
         let again = Db::open_sqlite_dir(&dir).await.unwrap();

@@ -11,6 +11,8 @@ pub struct Room {
     pub id: i64,
     pub title: String,
     pub staff_only: bool,
+    /// Nothing said here is stored (the original multichat's behaviour): no history, no replay.
+    pub ephemeral: bool,
     pub created_at: i64,
     /// The id of the newest message (0 for none): message ids are dense, 1, 2, 3 … per room.
     pub last_message_id: i64,
@@ -21,25 +23,29 @@ pub struct Room {
 pub struct RoomPatch {
     pub title: Option<String>,
     pub staff_only: Option<bool>,
+    pub ephemeral: Option<bool>,
 }
 
-const ROOM_COLUMNS: &str = "id, title, staff_only, created_at, last_message_id";
+const ROOM_COLUMNS: &str = "id, title, staff_only, ephemeral, created_at, last_message_id";
 
 fn room_from_row(row: &sqlx::any::AnyRow) -> Result<Room, sqlx::Error> {
     Ok(Room {
         id: row.try_get("id")?,
         title: row.try_get("title")?,
         staff_only: flag(row, "staff_only")?,
+        ephemeral: flag(row, "ephemeral")?,
         created_at: row.try_get("created_at")?,
         last_message_id: row.try_get("last_message_id")?,
     })
 }
 
 impl Db {
-    pub async fn create_room(&self, title: &str, staff_only: bool) -> Result<Room, Error> {
-        let sql =
-            format!("INSERT INTO rooms (title, staff_only, created_at) VALUES ($1, $2, $3) RETURNING {ROOM_COLUMNS}");
-        let row = sqlx::query(&sql).bind(title).bind(staff_only).bind(now_ms()).fetch_one(&self.pool).await?;
+    pub async fn create_room(&self, title: &str, staff_only: bool, ephemeral: bool) -> Result<Room, Error> {
+        let sql = format!(
+            "INSERT INTO rooms (title, staff_only, ephemeral, created_at) VALUES ($1, $2, $3, $4) RETURNING {ROOM_COLUMNS}"
+        );
+        let row =
+            sqlx::query(&sql).bind(title).bind(staff_only).bind(ephemeral).bind(now_ms()).fetch_one(&self.pool).await?;
         Ok(room_from_row(&row)?)
     }
 
@@ -56,32 +62,43 @@ impl Db {
         Ok(row.as_ref().map(room_from_row).transpose()?)
     }
 
-    /// Room `room_id` and whether active user `user_id` is staff *now*, in one round trip: joins are checked
-    /// against current rights, not the ones the user had when the socket opened. `None`: no such room.
-    pub async fn room_for(&self, room_id: i64, user_id: i64) -> Result<Option<(Room, bool)>, Error> {
-        let sql = "SELECT r.id, r.title, r.staff_only, r.created_at, r.last_message_id, \
+    /// Room `room_id` if active user `user_id` may enter it *now* (it exists, and they are staff if it is
+    /// staff-only), with whether they are staff; one round trip, against current rights rather than the
+    /// ones the user had when their socket opened.
+    pub async fn enterable_room(&self, room_id: i64, user_id: i64) -> Result<(Room, bool), Error> {
+        let sql = "SELECT r.id, r.title, r.staff_only, r.ephemeral, r.created_at, r.last_message_id, \
                    COALESCE((SELECT u.is_staff FROM users u WHERE u.id = $2 AND u.is_active), FALSE) AS user_is_staff \
                    FROM rooms r WHERE r.id = $1";
         let row = sqlx::query(sql).bind(room_id).bind(user_id).fetch_optional(&self.pool).await?;
-        match row {
-            Some(row) => Ok(Some((room_from_row(&row)?, flag(&row, "user_is_staff")?))),
-            None => Ok(None),
+        let row = row.ok_or(Error::RoomInvalid)?;
+        let (room, is_staff) = (room_from_row(&row)?, flag(&row, "user_is_staff")?);
+        if room.staff_only && !is_staff {
+            return Err(Error::RoomAccessDenied);
         }
+        Ok((room, is_staff))
     }
 
+    /// Applies `patch`; making a room ephemeral also deletes what it had stored, in the same transaction.
     pub async fn update_room(&self, id: i64, patch: &RoomPatch) -> Result<Room, Error> {
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
-            "UPDATE rooms SET title = COALESCE($2, title), staff_only = COALESCE($3, staff_only) \
-             WHERE id = $1 RETURNING {ROOM_COLUMNS}"
+            "UPDATE rooms SET title = COALESCE($2, title), staff_only = COALESCE($3, staff_only), \
+             ephemeral = COALESCE($4, ephemeral) WHERE id = $1 RETURNING {ROOM_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(id)
             .bind(patch.title.as_deref())
             .bind(patch.staff_only)
-            .fetch_optional(&self.pool)
+            .bind(patch.ephemeral)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or(Error::NotFound)?;
-        Ok(room_from_row(&row)?)
+        let room = room_from_row(&row)?;
+        if patch.ephemeral == Some(true) {
+            sqlx::query("DELETE FROM messages WHERE room_id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(room)
     }
 
     /// Deletes a room and, with it, its messages.

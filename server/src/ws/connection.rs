@@ -1,6 +1,7 @@
 //! One chat connection: a single task, one `select!` loop over the socket, the room queue, the
 //! heartbeat and the close signals; cleanup once, after the loop.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -9,14 +10,16 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 
 use crate::auth::CurrentUser;
-use crate::db::now_ms;
+use crate::db::{now_ms, History, NewMessage, Page, Stored};
 use crate::error::Error;
-use crate::hub::{CloseReason, ConnId};
+use crate::hub::{CloseReason, ConnId, Delivery, Registration};
 use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef, MSG_MESSAGE};
 use crate::AppState;
 
 /// How often a join is retried while rights or rooms keep changing under it.
 const JOIN_ATTEMPTS: usize = 5;
+/// A `history` page when the client names no `limit`.
+const DEFAULT_PAGE: i64 = 50;
 
 /// How a connection's loop ended.
 enum End {
@@ -29,8 +32,7 @@ enum End {
 }
 
 /// Runs one connection until it closes.
-pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
-    let registration = state.hub.register(&who.user, who.session.clone());
+pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut registration: Registration) {
     let mut conn = Connection {
         id: registration.id,
         state: state.clone(),
@@ -38,8 +40,8 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
         limiter: RateLimiter::direct(Quota::per_second(
             NonZeroU32::new(state.config.messages_per_second).unwrap_or(NonZeroU32::MIN),
         )),
+        replayed: HashMap::new(),
     };
-    let mut frames = registration.frames;
     let ping_every = state.config.ping_interval;
     let mut heartbeat = interval(ping_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -56,8 +58,11 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
             _ = state.shutdown.cancelled() => break End::Server(CloseReason::Shutdown),
             reason = registration.closer.closed() => break End::Server(reason),
             _ = &mut session_end => break End::Server(CloseReason::LoggedOut),
-            Some(frame) = frames.recv() => {
-                if conn.write(&mut socket, Message::Text(frame)).await.is_err() {
+            Some(delivery) = registration.frames.recv() => {
+                if conn.already_replayed(&delivery) {
+                    continue;
+                }
+                if conn.write(&mut socket, Message::Text(delivery.frame)).await.is_err() {
                     break End::Peer;
                 }
             }
@@ -96,7 +101,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser) {
         }
     };
 
-    state.hub.unregister(conn.id);
+    drop(registration);
     if let End::TooBig = end {
         let limit = state.config.transport_limit();
         let close = CloseFrame { code: 1009, reason: format!("frames are limited to {limit} bytes").into() };
@@ -118,7 +123,13 @@ struct Connection {
     state: AppState,
     who: CurrentUser,
     limiter: DefaultDirectRateLimiter,
+    /// Per room resumed with `after`: the highest message id the client has, from before or from the
+    /// replay. Live copies of those (queued while the replay was read) are dropped.
+    replayed: HashMap<i64, i64>,
 }
+
+/// A command's failure: what went wrong, and the room it concerned.
+type Failure = (Error, Option<i64>);
 
 impl Connection {
     /// Writes one frame, giving up after the configured write timeout (a peer that stopped reading).
@@ -136,6 +147,10 @@ impl Connection {
         Ok(())
     }
 
+    fn already_replayed(&self, delivery: &Delivery) -> bool {
+        delivery.message.is_some_and(|(room, id)| self.replayed.get(&room).is_some_and(|&seen| id <= seen))
+    }
+
     /// Answers one text frame with the frames this connection gets back (replies, errors, own notices).
     async fn handle(&mut self, text: &str) -> Vec<Frame> {
         if text.len() > self.state.config.max_frame_bytes {
@@ -147,45 +162,57 @@ impl Connection {
             Err(bad) => return vec![Event::error(bad.code, &bad.detail, None)],
         };
         let result = match command {
-            Command::Join { room } => self.join(room).await,
+            Command::Join { room, after } => self.join(room, after).await,
             Command::Leave { room } => self.leave(room).await,
-            Command::Send { room, message } => self.send(room, message).await,
+            Command::Send { room, message, nonce } => return self.send(room, message, nonce).await,
+            Command::History { room, before, after, limit } => self.history(room, before, after, limit).await,
         };
-        result.unwrap_or_else(|(error, room)| {
-            let code = match &error {
-                Error::RoomInvalid => ErrorCode::RoomInvalid,
-                Error::RoomAccessDenied => ErrorCode::RoomAccessDenied,
-                _ => {
-                    error.log_if_internal();
-                    ErrorCode::ServerError
-                }
-            };
-            vec![Event::error(code, &error.to_string(), room)]
-        })
+        result.unwrap_or_else(|(error, room)| vec![error_frame(&error, room, None)])
     }
 
-    async fn join(&mut self, room: RoomRef) -> Result<Vec<Frame>, (Error, Option<i64>)> {
+    async fn join(&mut self, room: RoomRef, after: Option<i64>) -> Result<Vec<Frame>, Failure> {
         let id = room_id(room)?;
         let fail = |e: Error| (e, Some(id));
         // Rights are read from the database, then the hub admits the join only if no change of rights or
         // rooms landed in between; otherwise read again. Changes are rare, so this almost never loops.
         for _ in 0..JOIN_ATTEMPTS {
             let epoch = self.state.hub.epoch();
-            let (room, is_staff) =
-                self.state.db.room_for(id, self.who.user.id).await.map_err(fail)?.ok_or(fail(Error::RoomInvalid))?;
-            if room.staff_only && !is_staff {
-                return Err(fail(Error::RoomAccessDenied));
+            let (room, is_staff) = self.state.db.enterable_room(id, self.who.user.id).await.map_err(fail)?;
+            if self.state.hub.join(self.id, &room, is_staff, epoch).is_err() {
+                continue;
             }
-            if self.state.hub.join(self.id, &room, is_staff, epoch).is_ok() {
-                return Ok(vec![Event::Joined { join: room.id.to_string(), title: &room.title }.encode()]);
+            let mut frames = vec![Event::Joined { join: room.id.to_string(), title: &room.title }.encode()];
+            match after {
+                // Subscribed first, read second: whatever is stored by now is replayed, whatever comes
+                // later is live, and live copies of replayed messages are dropped by id.
+                Some(after) => frames.extend(self.replay(id, after).await.map_err(fail)?),
+                None => {
+                    self.replayed.remove(&id);
+                }
             }
+            return Ok(frames);
         }
         Err(fail(Error::Busy))
     }
 
-    async fn leave(&mut self, room: RoomRef) -> Result<Vec<Frame>, (Error, Option<i64>)> {
+    /// The messages of `room` after `after`, as live events, preceded by a `gap` frame if some of them
+    /// are not replayed (over the replay cap, expired, or never stored).
+    async fn replay(&mut self, room: i64, after: i64) -> Result<Vec<Frame>, Error> {
+        let (history, last) = self.state.db.replay(room, after, self.state.config.replay_max).await?;
+        self.replayed.insert(room, after.max(last));
+        let first_replayed = history.messages.first().map_or(last + 1, |m| m.id);
+        let mut frames = Vec::with_capacity(history.messages.len() + 1);
+        if first_replayed > after + 1 {
+            frames.push(Event::Gap { gap: room.to_string(), after, before: first_replayed }.encode());
+        }
+        frames.extend(message_events(&history).map(|event| event.encode()));
+        Ok(frames)
+    }
+
+    async fn leave(&mut self, room: RoomRef) -> Result<Vec<Frame>, Failure> {
         let id = room_id(room)?;
         let left = self.state.hub.leave(self.id, id);
+        self.replayed.remove(&id);
         // Leaving a room one never joined is answered like the original does, unless there is no such room.
         if !left.was_member && self.state.db.room(id).await.map_err(|e| (e, Some(id)))?.is_none() {
             return Err((Error::RoomInvalid, Some(id)));
@@ -195,12 +222,35 @@ impl Connection {
         Ok(frames)
     }
 
-    async fn send(&mut self, room: RoomRef, message: String) -> Result<Vec<Frame>, (Error, Option<i64>)> {
+    async fn history(
+        &mut self,
+        room: RoomRef,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: Option<i64>,
+    ) -> Result<Vec<Frame>, Failure> {
         let id = room_id(room)?;
+        let fail = |e: Error| (e, Some(id));
+        self.state.db.enterable_room(id, self.who.user.id).await.map_err(fail)?;
+        let limit = limit.unwrap_or(DEFAULT_PAGE).min(self.state.config.history_page_max);
+        let page = self.state.db.history(id, Page { before, after, limit }).await.map_err(fail)?;
+        let frame =
+            Event::History { history: id.to_string(), messages: message_events(&page).collect(), more: page.more };
+        Ok(vec![frame.encode()])
+    }
+
+    /// Sends a message; refusals carry the send's nonce so the client knows which message failed.
+    async fn send(&mut self, room: RoomRef, message: String, nonce: Option<String>) -> Vec<Frame> {
+        let id = match room_id(room) {
+            Ok(id) => id,
+            Err((error, _)) => return vec![error_frame(&error, None, nonce.as_deref())],
+        };
         let config = &self.state.config;
-        let refuse = |code: ErrorCode, detail: &str| Ok(vec![Event::error(code, detail, Some(id))]);
+        let refuse = |code: ErrorCode, detail: &str| {
+            vec![Event::Error { error: code, detail, room: Some(id), nonce: nonce.as_deref() }.encode()]
+        };
         if !self.state.hub.is_member(self.id, id) {
-            return Err((Error::RoomAccessDenied, Some(id)));
+            return refuse(ErrorCode::RoomAccessDenied, "join the room before sending to it");
         }
         if message.chars().count() > config.max_message_chars {
             return refuse(
@@ -214,34 +264,56 @@ impl Connection {
         if self.limiter.check().is_err() {
             return refuse(ErrorCode::RateLimited, "too many messages; slow down");
         }
-        // One room's messages are stored and published in id order: the room lock spans both.
-        let order = self.state.rooms_in_order.lock(id).await;
-        let stored = match self.state.db.store_message(id, self.who.user.id, &self.who.user.username, &message).await {
-            Ok(stored) => stored,
+        let new = NewMessage {
+            room: id,
+            user_id: self.who.user.id,
+            username: self.who.user.username.as_str().into(),
+            body: message,
+            nonce: nonce.clone(),
+        };
+        match self.state.writer.store(new).await {
+            Ok(Stored::New(stored) | Stored::Duplicate(stored)) => match &nonce {
+                Some(nonce) => {
+                    vec![Event::Ack { ack: nonce, room: stored.room, id: stored.id, ts: stored.created_at }.encode()]
+                }
+                None => Vec::new(),
+            },
             Err(Error::RoomAccessDenied) => {
                 // Rights changed since the join: take the connection out, as the hub does for demotions.
-                drop(order);
                 let left = self.state.hub.leave(self.id, id);
-                let mut frames =
-                    vec![Event::error(ErrorCode::RoomAccessDenied, "this room is for staff only", Some(id))];
+                let mut frames = refuse(ErrorCode::RoomAccessDenied, "this room is for staff only");
                 frames.push(Event::Left { leave: id.to_string() }.encode());
                 frames.extend(left.notice);
-                return Ok(frames);
+                frames
             }
-            Err(e) => return Err((e, Some(id))),
-        };
-        let event = Event::Message {
-            msg_type: MSG_MESSAGE,
-            room: id,
-            username: &self.who.user.username,
-            message: &message,
-            id: stored.id,
-            ts: stored.created_at,
-        };
-        self.state.hub.publish(id, &event.encode());
-        drop(order);
-        Ok(Vec::new())
+            Err(error) => vec![error_frame(&error, Some(id), nonce.as_deref())],
+        }
     }
+}
+
+/// The error frame for a failed command; internal causes are logged and reported as `SERVER_ERROR`.
+fn error_frame(error: &Error, room: Option<i64>, nonce: Option<&str>) -> Frame {
+    let code = match error {
+        Error::RoomInvalid => ErrorCode::RoomInvalid,
+        Error::RoomAccessDenied => ErrorCode::RoomAccessDenied,
+        _ => {
+            error.log_if_internal();
+            ErrorCode::ServerError
+        }
+    };
+    Event::Error { error: code, detail: &error.to_string(), room, nonce }.encode()
+}
+
+/// Stored messages as the events live clients receive.
+fn message_events(history: &History) -> impl Iterator<Item = Event<'_>> {
+    history.messages.iter().map(|m| Event::Message {
+        msg_type: MSG_MESSAGE,
+        room: m.room,
+        username: &m.username,
+        message: &m.message,
+        id: m.id,
+        ts: m.ts,
+    })
 }
 
 /// True when the transport refused a frame for its size (axum wraps tungstenite's error).
@@ -251,7 +323,7 @@ fn is_capacity_error(err: &axum::Error) -> bool {
     matches!(err.source().and_then(|e| e.downcast_ref::<WsError>()), Some(WsError::Capacity(_)))
 }
 
-fn room_id(room: RoomRef) -> Result<i64, (Error, Option<i64>)> {
+fn room_id(room: RoomRef) -> Result<i64, Failure> {
     match room {
         RoomRef::Id(id) => Ok(id),
         RoomRef::Invalid => Err((Error::RoomInvalid, None)),

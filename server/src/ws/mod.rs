@@ -46,18 +46,28 @@ async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade, headers: He
     if origin.is_none() && credential == Credential::Cookie {
         return Err(Error::Unauthorized);
     }
-    let user = authenticate(&state, &token, credential).await?;
-    let limit = state.config.transport_limit();
-    Ok(ws
-        .protocols([SUBPROTOCOL])
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| {
-            let tasks = state.tasks.clone();
-            tasks.track_future(connection::run(socket, state, user))
-        })
-        .into_response())
+    // Registered before the upgrade is answered, and only if no logout, deactivation or password change
+    // landed since the session was read: otherwise such a change could miss this socket and leave it open.
+    for _ in 0..REGISTER_ATTEMPTS {
+        let epoch = state.hub.epoch();
+        let user = authenticate(&state, &token, credential).await?;
+        let Ok(registration) = state.hub.register(&user.user, user.session.clone(), epoch) else { continue };
+        let limit = state.config.transport_limit();
+        return Ok(ws
+            .protocols([SUBPROTOCOL])
+            .max_message_size(limit)
+            .max_frame_size(limit)
+            .on_upgrade(move |socket| {
+                let tasks = state.tasks.clone();
+                tasks.track_future(connection::run(socket, state, user, registration))
+            })
+            .into_response());
+    }
+    Err(Error::Busy)
 }
+
+/// How often a handshake authenticates again while sessions keep changing under it.
+const REGISTER_ATTEMPTS: usize = 5;
 
 /// The token offered as a `token.<TOKEN>` subprotocol, if any.
 fn subprotocol_token(headers: &HeaderMap) -> Option<String> {

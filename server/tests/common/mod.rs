@@ -176,7 +176,13 @@ impl TestServer {
     }
 
     pub async fn room(&self, title: &str, staff_only: bool) -> Room {
-        self.db.create_room(title, staff_only).await.expect("create room")
+        self.db.create_room(title, staff_only, false).await.expect("create room")
+    }
+
+    /// Every message stored for `room`, oldest first, read straight from the database.
+    pub async fn stored(&self, room: i64) -> Vec<multichat_server::db::Message> {
+        let page = multichat_server::db::Page { limit: 100_000, ..Default::default() };
+        self.db.history(room, page).await.expect("history").messages
     }
 
     /// Creates an account and logs it in over HTTP.

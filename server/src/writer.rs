@@ -1,0 +1,78 @@
+//! The message writer: one task stores what users send, in batches, and publishes each stored message.
+//!
+//! Connections hand their messages over and wait for the outcome. Under light load a batch is a single
+//! message; under heavy load everything that queued while the previous batch was being committed goes
+//! into the next transaction, so the cost of a commit is shared. Publishing from this one task, in
+//! commit order, is what delivers each room's messages in id order.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{Db, NewMessage, Stored};
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::protocol::{Event, MSG_MESSAGE};
+
+/// The most messages stored in one transaction.
+const MAX_BATCH: usize = 256;
+/// Messages waiting for the writer before senders wait in turn (backpressure).
+const QUEUE: usize = 4096;
+
+struct Pending {
+    message: NewMessage,
+    outcome: oneshot::Sender<Result<Stored, Error>>,
+}
+
+/// A handle to the writer task; cheap to clone. The task ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Writer {
+    /// Starts the writer on the current Tokio runtime.
+    pub fn spawn(db: Db, hub: Arc<Hub>) -> Writer {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        tokio::spawn(run(db, hub, pending));
+        Writer { queue }
+    }
+
+    /// Stores `message` and publishes it to its room; resolves once it is committed.
+    pub async fn store(&self, message: NewMessage) -> Result<Stored, Error> {
+        let (outcome, result) = oneshot::channel();
+        self.queue.send(Pending { message, outcome }).await.map_err(|_| Error::Unavailable)?;
+        result.await.map_err(|_| Error::Unavailable)?
+    }
+}
+
+async fn run(db: Db, hub: Arc<Hub>, mut pending: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+        match db.store_batch(&messages).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    if let Ok(Stored::New(stored)) = &outcome {
+                        let event = Event::Message {
+                            msg_type: MSG_MESSAGE,
+                            room: stored.room,
+                            username: &job.message.username,
+                            message: &job.message.body,
+                            id: stored.id,
+                            ts: stored.created_at,
+                        };
+                        hub.publish_message(stored.room, stored.id, &event.encode());
+                    }
+                    let _ = job.outcome.send(outcome);
+                }
+            }
+            Err(err) => {
+                err.log_if_internal();
+                for job in batch.drain(..) {
+                    let _ = job.outcome.send(Err(Error::Unavailable));
+                }
+            }
+        }
+    }
+}
