@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +86,13 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     let shutdown = state.shutdown.clone();
     state.tasks.spawn(retention::run(state.db.clone(), state.config.clone(), shutdown.clone()));
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Chat frames are small and latency matters: without TCP_NODELAY, a second frame written right after a
+    // first (an ack, then the message) waits for the peer's delayed ACK, tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(cause = %err, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     state.hub.close_all(CloseReason::Shutdown);
     state.tasks.close();

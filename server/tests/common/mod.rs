@@ -316,6 +316,27 @@ impl Ws {
         }
     }
 
+    /// The next chat message (`msg_type` 0), skipping presence notices.
+    pub async fn recv_message(&mut self) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["msg_type"] == 0 || frame.get("error").is_some() {
+                return frame;
+            }
+        }
+    }
+
+    /// Sends `text` to `room` with `nonce` and returns the `ack` (or the error), skipping other frames.
+    pub async fn send_acked(&mut self, room: i64, text: &str, nonce: &str) -> Value {
+        self.send(json!({ "command": "send", "room": room, "message": text, "nonce": nonce })).await;
+        loop {
+            let frame = self.recv().await;
+            if frame["ack"] == nonce || frame["nonce"] == nonce {
+                return frame;
+            }
+        }
+    }
+
     /// Joins `room` and returns the reply.
     pub async fn join(&mut self, room: i64) -> Value {
         self.send(json!({ "command": "join", "room": room })).await;
