@@ -6,22 +6,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-fn binary(db: &TestDb) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_multichat-server"));
-    // As on a developer machine: backtraces on, so a user mistake must still print only a message.
-    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_BACKTRACE", "1");
-    command.arg("--data-dir").arg(db.data_dir.path());
-    if db.url.starts_with("postgres") {
-        command.env("DATABASE_URL", &db.url);
-    }
-    command
-}
 
 fn run(db: &TestDb, args: &[&str], stdin: &str) -> Output {
     let mut child = binary(db)
@@ -142,27 +131,6 @@ fn help_documents_every_command_and_option() {
     }
 }
 
-/// Starts `serve` on port 0 and returns the child and the address it logged.
-fn serve(db: &TestDb) -> (Child, String) {
-    let mut child = binary(db)
-        .args(["--bind", "127.0.0.1:0", "serve"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve logs before exiting").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop)); // keep draining the log
-    (child, addr)
-}
-
 async fn sigterm_and_ctrl_c_close_sockets_with_going_away_and_exit_zero(backend: Backend) {
     let db = TestDb::new(backend).await;
     run(&db, &["createuser", "--username", "ann", "--password-stdin"], "pw\n");
@@ -172,7 +140,7 @@ async fn sigterm_and_ctrl_c_close_sockets_with_going_away_and_exit_zero(backend:
 }
 
 async fn stop_with_signal(db: &TestDb, signal: &str) {
-    let (mut child, addr) = serve(db);
+    let (mut child, addr) = serve_binary(db, &[]);
     let login = http_client()
         .post(format!("http://{addr}/api/login"))
         .json(&json!({ "username": "ann", "password": "pw" }))

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -127,6 +129,42 @@ fn rand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish()
+}
+
+/// The real `multichat-server` binary, pointed at this test's database.
+pub fn binary(db: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_multichat-server"));
+    // As on a developer machine: backtraces on, so a user mistake must still print only a message.
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_BACKTRACE", "1");
+    command.arg("--data-dir").arg(db.data_dir.path());
+    if db.url.starts_with("postgres") {
+        command.env("DATABASE_URL", &db.url);
+    }
+    command
+}
+
+/// Starts the real binary's `serve` on port 0 (with `extra` options) and returns the child process and
+/// the address it logged.
+pub fn serve_binary(db: &TestDb, extra: &[&str]) -> (Child, String) {
+    let mut child = binary(db)
+        .args(["--bind", "127.0.0.1:0"])
+        .args(extra)
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve logs before exiting").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop)); // keep draining the log
+    (child, addr)
 }
 
 /// Settings that make timing-based behaviour quick to observe in tests.
