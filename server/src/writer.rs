@@ -5,6 +5,7 @@
 //! into the next transaction, so the cost of a commit is shared. Publishing from this one task, in
 //! commit order, is what delivers each room's messages in id order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -28,14 +29,30 @@ struct Pending {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Pending>,
+    stats: Arc<Stats>,
+}
+
+/// What the writer has done since it started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Messages in them (stored, or refused one by one).
+    pub messages: AtomicU64,
 }
 
 impl Writer {
     /// Starts the writer on the current Tokio runtime.
     pub fn spawn(db: Db, hub: Arc<Hub>) -> Writer {
         let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db, hub, pending));
-        Writer { queue }
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(run(db, hub, pending, stats.clone()));
+        Writer { queue, stats }
+    }
+
+    /// Counters of committed batches and messages (how well writes are being batched).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Stores `message` and publishes it to its room; resolves once it is committed.
@@ -46,12 +63,14 @@ impl Writer {
     }
 }
 
-async fn run(db: Db, hub: Arc<Hub>, mut pending: mpsc::Receiver<Pending>) {
+async fn run(db: Db, hub: Arc<Hub>, mut pending: mpsc::Receiver<Pending>, stats: Arc<Stats>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
         match db.store_batch(&messages).await {
             Ok(outcomes) => {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.messages.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     if let Ok(Stored::New(stored)) = &outcome {
                         let event = Event::Message {

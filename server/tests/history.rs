@@ -273,7 +273,40 @@ async fn an_ephemeral_room_stores_nothing(backend: Backend) {
     server.stop().await;
 }
 
+async fn concurrent_senders_share_transactions(backend: Backend) {
+    use std::sync::atomic::Ordering;
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, fast()).await;
+    let room = server.room("Busy", false).await.id;
+    let mut senders = Vec::new();
+    for n in 0..8 {
+        let mut ws = server.login_new(&format!("s{n}"), plain()).await.connect().await;
+        ws.join(room).await;
+        senders.push(ws);
+    }
+    // Every sender puts 40 messages on the wire without waiting, then collects its acks.
+    let sends = senders.iter_mut().enumerate().map(|(n, ws)| async move {
+        for k in 0..40 {
+            ws.send(json!({ "command": "send", "room": room, "message": "x", "nonce": format!("{n}-{k}") })).await;
+        }
+        let mut acks = 0;
+        while acks < 40 {
+            if ws.recv().await.get("ack").is_some() {
+                acks += 1;
+            }
+        }
+    });
+    futures_util::future::join_all(sends).await;
+    let stats = server.state.writer.stats();
+    let (batches, messages) = (stats.batches.load(Ordering::Relaxed), stats.messages.load(Ordering::Relaxed));
+    assert_eq!(messages, 320);
+    assert!(batches < messages / 2, "{messages} messages in {batches} transactions: writes are batched under load");
+    assert_eq!(server.stored(room).await.len(), 320);
+    server.stop().await;
+}
+
 on_both_backends!(
+    concurrent_senders_share_transactions,
     history_pages_back_and_forth_in_order,
     non_staff_cannot_read_a_staff_only_history_by_any_path,
     a_reconnecting_client_gets_exactly_what_it_missed_then_live,
