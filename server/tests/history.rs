@@ -124,6 +124,14 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed_then_live(backend: Ba
     writer.send_acked(room, "live", "k-live").await;
     assert_eq!(ws.recv_message().await["id"], 9, "then live, nothing twice");
     ws.expect_nothing(Duration::from_millis(200)).await;
+
+    // A client that claims more than the room has (its server was restored from a backup) still gets
+    // what comes next.
+    let mut confused = reader.connect().await;
+    confused.send(json!({ "command": "join", "room": room, "after": 1000 })).await;
+    assert_eq!(confused.recv().await["join"], room.to_string());
+    writer.send_acked(room, "after the restore", "k-restore").await;
+    assert_eq!(confused.recv_message().await["id"], 10);
     server.stop().await;
 }
 

@@ -199,7 +199,9 @@ impl Connection {
     /// are not replayed (over the replay cap, expired, or never stored).
     async fn replay(&mut self, room: i64, after: i64) -> Result<Vec<Frame>, Error> {
         let (history, last) = self.state.db.replay(room, after, self.state.config.replay_max).await?;
-        self.replayed.insert(room, after.max(last));
+        // Only what was read is suppressed live: a client claiming more than the room has (a database
+        // restored from a backup, say) must still get the messages that come next.
+        self.replayed.insert(room, last);
         let first_replayed = history.messages.first().map_or(last + 1, |m| m.id);
         let mut frames = Vec::with_capacity(history.messages.len() + 1);
         if first_replayed > after + 1 {
