@@ -117,6 +117,20 @@ impl Event<'_> {
     }
 }
 
+/// A stored message is sent exactly as it was live.
+impl<'a> From<&'a crate::db::Message> for Event<'a> {
+    fn from(m: &'a crate::db::Message) -> Event<'a> {
+        Event::Message {
+            msg_type: MSG_MESSAGE,
+            room: m.room,
+            username: &m.username,
+            message: &m.message,
+            id: m.id,
+            ts: m.ts,
+        }
+    }
+}
+
 /// Why a client frame could not be read as a command.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadFrame {

@@ -113,19 +113,34 @@ async fn a_dead_database_gets_a_clear_error_and_the_socket_survives(backend: Bac
     server.stop().await;
 }
 
-async fn a_frame_over_the_transport_limit_closes_with_message_too_big(backend: Backend) {
+async fn a_frame_over_the_transport_limit_ends_only_that_connection(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start_with(&db, Config { max_frame_bytes: 1024, ..test_config() }).await;
+    let lobby = server.room("Lobby", false).await.id;
+    let mut bob = server.login_new("bob", plain()).await.connect().await;
+    bob.join(lobby).await;
     let mut ann = server.login_new("ann", plain()).await.connect().await;
     let limit = server.state.config.transport_limit();
-    ann.send_text(&"x".repeat(limit + 1)).await;
-    let close = ann.closed().await.expect("a close frame");
-    assert_eq!(u16::from(close.code), 1009);
+    // The server refuses the frame from its header and closes with 1009; a client still pushing the rest
+    // of the frame at that moment may see the connection reset instead (TCP drops the close frame when
+    // the closing side has unread data), so either is an ending, and a close says 1009.
+    if ann.try_send_text(&"x".repeat(limit + 1)).await.is_ok() {
+        if let Some(close) = ann.closed().await {
+            assert_eq!(u16::from(close.code), 1009);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.state.hub.connections() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the oversize connection is gone");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    bob.send(json!({ "command": "send", "room": lobby, "message": "unaffected" })).await;
+    assert_eq!(bob.recv_message().await["message"], "unaffected", "everyone else carries on");
     server.stop().await;
 }
 
 on_both_backends!(
-    a_frame_over_the_transport_limit_closes_with_message_too_big,
+    a_frame_over_the_transport_limit_ends_only_that_connection,
     a_dead_database_gets_a_clear_error_and_the_socket_survives,
     malformed_frames_get_errors_and_the_socket_survives,
     oversize_and_empty_messages_are_refused_without_losing_the_socket,

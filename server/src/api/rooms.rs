@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::auth::CurrentUser;
 use crate::db::{Page, Room};
 use crate::error::Error;
-use crate::protocol::{Event, MSG_MESSAGE};
+use crate::protocol::Event;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -58,17 +58,6 @@ async fn messages(
     state.db.enterable_room(id, who.user.id).await?;
     let limit = query.limit.unwrap_or(50).min(state.config.history_page_max);
     let page = state.db.history(id, Page { before: query.before, after: query.after, limit }).await?;
-    let messages: Vec<_> = page
-        .messages
-        .iter()
-        .map(|m| Event::Message {
-            msg_type: MSG_MESSAGE,
-            room: m.room,
-            username: &m.username,
-            message: &m.message,
-            id: m.id,
-            ts: m.ts,
-        })
-        .collect();
+    let messages: Vec<Event> = page.messages.iter().map(Event::from).collect();
     Ok(Json(serde_json::json!({ "messages": messages, "more": page.more })))
 }

@@ -10,10 +10,10 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 
 use crate::auth::CurrentUser;
-use crate::db::{now_ms, History, NewMessage, Page, Stored};
+use crate::db::{now_ms, NewMessage, Page, Stored};
 use crate::error::Error;
 use crate::hub::{CloseReason, ConnId, Delivery, Registration};
-use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef, MSG_MESSAGE};
+use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef};
 use crate::AppState;
 
 /// How often a join is retried while rights or rooms keep changing under it.
@@ -207,7 +207,7 @@ impl Connection {
         if first_replayed > after + 1 {
             frames.push(Event::Gap { gap: room.to_string(), after, before: first_replayed }.encode());
         }
-        frames.extend(message_events(&history).map(|event| event.encode()));
+        frames.extend(history.messages.iter().map(|m| Event::from(m).encode()));
         Ok(frames)
     }
 
@@ -236,8 +236,11 @@ impl Connection {
         self.state.db.enterable_room(id, self.who.user.id).await.map_err(fail)?;
         let limit = limit.unwrap_or(DEFAULT_PAGE).min(self.state.config.history_page_max);
         let page = self.state.db.history(id, Page { before, after, limit }).await.map_err(fail)?;
-        let frame =
-            Event::History { history: id.to_string(), messages: message_events(&page).collect(), more: page.more };
+        let frame = Event::History {
+            history: id.to_string(),
+            messages: page.messages.iter().map(Event::from).collect(),
+            more: page.more,
+        };
         Ok(vec![frame.encode()])
     }
 
@@ -304,18 +307,6 @@ fn error_frame(error: &Error, room: Option<i64>, nonce: Option<&str>) -> Frame {
         }
     };
     Event::Error { error: code, detail: &error.to_string(), room, nonce }.encode()
-}
-
-/// Stored messages as the events live clients receive.
-fn message_events(history: &History) -> impl Iterator<Item = Event<'_>> {
-    history.messages.iter().map(|m| Event::Message {
-        msg_type: MSG_MESSAGE,
-        room: m.room,
-        username: &m.username,
-        message: &m.message,
-        id: m.id,
-        ts: m.ts,
-    })
 }
 
 /// True when the transport refused a frame for its size (axum wraps tungstenite's error).

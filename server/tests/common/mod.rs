@@ -320,6 +320,11 @@ impl Ws {
         self.send_raw(Message::text(text)).await;
     }
 
+    /// Sends without failing the test if the server has closed the connection meanwhile.
+    pub async fn try_send_text(&mut self, text: &str) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        tokio::time::timeout(WAIT, self.stream.send(Message::text(text))).await.expect("send in time")
+    }
+
     pub async fn send_raw(&mut self, message: Message) {
         tokio::time::timeout(WAIT, self.stream.send(message)).await.expect("send in time").expect("send");
     }
