@@ -223,6 +223,30 @@ async fn a_retried_send_is_stored_once_wherever_it_is_retried(backend: Backend) 
     server.stop().await;
 }
 
+async fn a_retry_on_another_node_is_stored_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    // Two server processes on one database: two nodes (fan-out between them is Redis's job, not needed here).
+    let node_a = TestServer::start_with(&db, fast()).await;
+    let node_b = TestServer::start_with(&db, fast()).await;
+    let room = node_a.room("Lobby", false).await.id;
+    node_a.user("ann", "pw", plain()).await;
+    let mut on_a = node_a.login("ann", "pw").await.connect().await;
+    let mut on_b = node_b.login("ann", "pw").await.connect().await;
+    on_a.join(room).await;
+    on_b.join(room).await;
+    // The same send reaches both nodes at once (a client that timed out on one and retried on the other).
+    for k in 0..40 {
+        let (nonce, text) = (format!("k{k}"), format!("m{k}"));
+        let (a, b) = tokio::join!(on_a.send_acked(room, &text, &nonce), on_b.send_acked(room, &text, &nonce));
+        assert!(a["id"].is_i64(), "{a}");
+        assert_eq!(a["id"], b["id"], "both nodes answer {nonce} with one id");
+    }
+    let stored = node_a.stored(room).await;
+    assert_eq!(stored.len(), 40, "each message stored once");
+    node_a.stop().await;
+    node_b.stop().await;
+}
+
 async fn retention_keeps_only_what_it_is_told_to(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config = Config { retention_per_room: Some(3), retention_interval: Duration::from_millis(100), ..fast() };
@@ -321,6 +345,7 @@ on_both_backends!(
     resume_has_no_gap_and_no_duplicate_while_messages_keep_coming,
     a_gap_larger_than_the_replay_cap_is_announced_and_paged,
     a_retried_send_is_stored_once_wherever_it_is_retried,
+    a_retry_on_another_node_is_stored_once,
     retention_keeps_only_what_it_is_told_to,
     an_ephemeral_room_stores_nothing,
 );

@@ -74,7 +74,7 @@ impl Db {
     /// staff rights, so ids are dense and a just-demoted author is refused.
     pub async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<Result<Stored, Error>>, Error> {
         let created_at = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut results = Vec::with_capacity(batch.len());
         for message in batch {
             let result = match &message.nonce {

@@ -86,6 +86,17 @@ impl Db {
         }
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first cannot upgrade once another connection has
+    /// committed (`SQLITE_BUSY_SNAPSHOT`, which the busy timeout does not wait out), and there may be
+    /// several writers (the message writer, admin changes, the CLI, a second process).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -80,7 +80,7 @@ impl Db {
 
     /// Applies `patch`; making a room ephemeral also deletes what it had stored, in the same transaction.
     pub async fn update_room(&self, id: i64, patch: &RoomPatch) -> Result<Room, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = format!(
             "UPDATE rooms SET title = COALESCE($2, title), staff_only = COALESCE($3, staff_only), \
              ephemeral = COALESCE($4, ephemeral) WHERE id = $1 RETURNING {ROOM_COLUMNS}"

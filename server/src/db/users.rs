@@ -118,7 +118,7 @@ impl Db {
     /// Applies `patch` to account `id` and returns the result, refusing a change that would take away the
     /// last active admin (the check and the update share one transaction).
     pub async fn update_user(&self, id: i64, patch: &UserPatch) -> Result<User, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let was_admin = is_active_admin(&mut tx, id).await?.ok_or(Error::NotFound)?;
         let sql = format!(
             "UPDATE users SET is_staff = COALESCE($2, is_staff), is_admin = COALESCE($3, is_admin), \
@@ -144,7 +144,7 @@ impl Db {
 
     /// Deletes account `id`; their messages stay, under their name. The last active admin cannot go.
     pub async fn delete_user(&self, id: i64) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let was_admin = is_active_admin(&mut tx, id).await?.ok_or(Error::NotFound)?;
         sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if was_admin && active_admins(&mut tx).await? == 0 {
