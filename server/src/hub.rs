@@ -324,6 +324,20 @@ impl Hub {
         }
     }
 
+    /// Sends `frame` to every connection, in rooms or not.
+    pub fn broadcast(&self, frame: &Frame) {
+        for conn in self.lock().conns.values() {
+            push(conn, Delivery { frame: frame.clone(), message: None });
+        }
+    }
+
+    /// Sends `frame` to every connection of one user.
+    pub fn tell_user(&self, user_id: i64, frame: &Frame) {
+        for conn in self.lock().conns.values().filter(|c| c.user_id == user_id) {
+            push(conn, Delivery { frame: frame.clone(), message: None });
+        }
+    }
+
     /// Closes every connection (server shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         for conn in self.lock().conns.values() {

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod protocol;
 pub mod retention;
 pub mod username;
+pub mod web;
 pub mod writer;
 pub mod ws;
 
@@ -69,11 +70,12 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface: the API, the chat socket, the health check.
+/// The whole HTTP surface: the API, the chat socket, the health check, and the web client.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
         .merge(ws::router())
+        .fallback(web::asset)
         // The API takes small JSON documents; nothing legitimate comes near this.
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(TraceLayer::new_for_http())

@@ -81,6 +81,9 @@ pub enum Event<'a> {
     /// `{"history":"ID","messages":[…],"more":BOOL}` — a page of history, oldest first, each message as
     /// its live event; `more` when further messages lie beyond the page in the direction read.
     History { history: String, messages: Vec<Event<'a>>, more: bool },
+    /// `{"rooms":"changed"}` — rooms were created, changed or deleted, or this user's rights changed:
+    /// fetch the room list again.
+    RoomsChanged { rooms: &'static str },
     /// `{"gap":"ID","after":N,"before":M}` — messages N+1 … M-1 were not replayed (too many, or no longer
     /// stored): page them with `history` if wanted.
     Gap { gap: String, after: i64, before: i64 },
@@ -110,6 +113,10 @@ impl Event<'_> {
     pub fn encode(&self) -> Frame {
         // Serializing these plain structs cannot fail; an empty object would be the harmless fallback.
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned()).into()
+    }
+
+    pub fn rooms_changed() -> Frame {
+        Event::RoomsChanged { rooms: "changed" }.encode()
     }
 
     pub fn error(error: ErrorCode, detail: &str, room: Option<i64>) -> Frame {

@@ -11,6 +11,7 @@ use crate::accounts::room_title;
 use crate::auth::CurrentUser;
 use crate::db::{Room, RoomPatch};
 use crate::error::Error;
+use crate::protocol::Event;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -46,6 +47,7 @@ async fn create(
     who.require_admin()?;
     let room = state.db.create_room(room_title(&new.title)?, new.staff_only, new.ephemeral).await?;
     tracing::info!(room = room.id, admin = %who.user.username, "room created");
+    state.hub.broadcast(&Event::rooms_changed());
     Ok((StatusCode::CREATED, Json(room)))
 }
 
@@ -62,6 +64,7 @@ async fn update(
     }
     let room = state.db.update_room(id, &patch).await?;
     state.hub.room_changed(&room);
+    state.hub.broadcast(&Event::rooms_changed());
     Ok(Json(room))
 }
 
@@ -69,6 +72,7 @@ async fn remove(State(state): State<AppState>, who: CurrentUser, Path(id): Path<
     who.require_admin()?;
     state.db.delete_room(id).await?;
     state.hub.room_deleted(id);
+    state.hub.broadcast(&Event::rooms_changed());
     tracing::info!(room = id, admin = %who.user.username, "room deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,6 +12,7 @@ use crate::auth::CurrentUser;
 use crate::db::{User, UserPatch};
 use crate::error::Error;
 use crate::hub::CloseReason;
+use crate::protocol::Event;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -81,6 +82,8 @@ async fn update(
         state.hub.close_user(id, CloseReason::AccountChanged);
     } else {
         state.hub.user_changed(&user);
+        // Staff rights decide which rooms the user sees.
+        state.hub.tell_user(user.id, &Event::rooms_changed());
     }
     tracing::info!(user = %user.username, admin = %who.user.username, "account changed");
     Ok(Json(user))

@@ -1,0 +1,273 @@
+// The screens: first-run setup, login, chat (rooms, messages, composer), account, and the admin tab.
+// Regions are redrawn in place on every change; the composer is never rebuilt, so typing is not disturbed.
+
+import { Api, ApiError } from "./api.js";
+import { ChatClient } from "./client.js";
+import { h, fill, field } from "./dom.js";
+import { renderAdmin } from "./admin.js";
+
+/** @typedef {import("./api.js").User} User */
+/** @typedef {import("./api.js").RoomInfo} RoomInfo */
+/** @typedef {import("./transport.js").Transport} Transport */
+
+/**
+ * What the app needs from where it runs: the browser gives the defaults, the desktop shell its own.
+ * @typedef {object} Environment
+ * @property {Api} api
+ * @property {(api: Api) => Transport} transport
+ */
+
+const REMEMBERED = "multichat.rooms";
+
+/**
+ * Starts the client in `root`.
+ * @param {HTMLElement} root @param {Environment} env
+ */
+export async function start(root, env) {
+  const { api } = env;
+  try {
+    if (await api.setupNeeded()) return showSetup(root, env);
+    const me = await api.me().catch((e) => (e instanceof ApiError && e.status === 401 ? null : Promise.reject(e)));
+    return me ? showChat(root, env, me) : showLogin(root, env);
+  } catch (e) {
+    fill(root, h("main", { class: "card" }, h("h1", {}, "MultiChat"), h("p", { role: "alert" }, message(e)),
+      h("button", { type: "button", onclick: () => start(root, env) }, "Try again")));
+  }
+}
+
+/** @param {unknown} e */
+function message(e) {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** @param {HTMLElement} root @param {Environment} env */
+function showSetup(root, env) {
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "card", "aria-labelledby": "setup-title" },
+    h("h1", { id: "setup-title" }, "Welcome to MultiChat"),
+    h("p", {}, "No account exists yet. Create the administrator account: it can create rooms and other users."),
+    h("label", {}, "Username", h("input", { name: "username", autocomplete: "username", required: true })),
+    h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "new-password", required: true })),
+    error,
+    h("button", { type: "submit" }, "Create admin account"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const { user } = await env.api.setup(field(form, "username"), field(form, "password"));
+      showChat(root, env, user);
+    } catch (e) {
+      error.textContent = message(e);
+    }
+  });
+  fill(root, h("main", { class: "center" }, form));
+}
+
+/** @param {HTMLElement} root @param {Environment} env @param {string} [why] */
+function showLogin(root, env, why = "") {
+  const error = h("p", { class: "error", role: "alert" }, why);
+  const form = h("form", { class: "card", "aria-labelledby": "login-title" },
+    h("h1", { id: "login-title" }, "MultiChat"),
+    h("label", {}, "Username", h("input", { name: "username", autocomplete: "username", required: true, autofocus: true })),
+    h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
+    error,
+    h("button", { type: "submit" }, "Log in"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      const { user } = await env.api.login(field(form, "username"), field(form, "password"));
+      showChat(root, env, user);
+    } catch (e) {
+      error.textContent = e instanceof ApiError && e.status === 401 ? "Wrong username or password." : message(e);
+    }
+  });
+  fill(root, h("main", { class: "center" }, form));
+}
+
+/** @param {HTMLElement} root @param {Environment} env @param {User} me */
+async function showChat(root, env, me) {
+  const { api } = env;
+  const client = new ChatClient(env.transport(api), me.username);
+  /** @type {RoomInfo[]} */
+  let rooms = [];
+  /** @type {"chat" | "admin" | "account"} */
+  let tab = "chat";
+
+  const status = h("p", { class: "status", role: "status" });
+  const notices = h("div", { class: "notices" });
+  const roomList = h("ul", { class: "room-list" });
+  const roomHeader = h("header", { class: "room-header" });
+  const messages = h("ol", { class: "messages", "aria-label": "Messages", tabindex: 0 });
+  const input = h("textarea", { id: "message", name: "message", rows: 1, "aria-label": "Message", placeholder: "Write a message…" });
+  const composer = h("form", { class: "composer" }, input, h("button", { type: "submit" }, "Send"));
+  const roomView = h("section", { class: "room-view" }, roomHeader, messages, composer);
+  const chat = h("div", { class: "chat" }, h("nav", { class: "sidebar", "aria-label": "Rooms" }, h("h2", {}, "Rooms"), roomList), roomView);
+  const other = h("div", { class: "page" });
+  const tabs = h("nav", { class: "tabs", "aria-label": "Sections" });
+  const body = h("main", { class: "body" }, notices, chat, other);
+  fill(root, h("div", { class: "app" },
+    h("header", { class: "topbar" }, h("span", { class: "brand" }, "MultiChat"), status, tabs,
+      h("span", { class: "me" }, me.username),
+      h("button", { type: "button", class: "quiet", onclick: () => logout() }, "Log out")),
+    body));
+
+  const send = () => {
+    if (client.active !== null && input.value.trim()) {
+      client.say(client.active, input.value);
+      input.value = "";
+    }
+  };
+  composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  messages.addEventListener("scroll", () => {
+    if (messages.scrollTop < 40 && client.active !== null) client.loadOlder(client.active);
+  });
+
+  async function logout() {
+    client.stop();
+    await api.logout().catch(() => {});
+    showLogin(root, env);
+  }
+
+  async function refreshRooms() {
+    try {
+      rooms = await api.rooms();
+      for (const room of rooms) {
+        const joined = client.rooms.get(room.id);
+        if (joined) joined.title = room.title;
+      }
+      draw();
+    } catch (e) {
+      client.notify(message(e));
+    }
+  }
+
+  function drawTabs() {
+    /** @param {"chat" | "admin" | "account"} name @param {string} label */
+    const button = (name, label) =>
+      h("button", { type: "button", "aria-pressed": String(tab === name), onclick: () => { tab = name; draw(); } }, label);
+    fill(tabs, button("chat", "Chat"), me.is_admin && button("admin", "Admin"), button("account", "Account"));
+  }
+
+  function drawRooms() {
+    fill(roomList, rooms.map((info) => {
+      const room = client.rooms.get(info.id);
+      const unread = room && room.unread > 0 ? h("span", { class: "unread", id: `unread-${info.id}` }, `${room.unread} unread`) : null;
+      return h("li", {},
+        h("button", {
+          type: "button",
+          class: `room${room ? " joined" : ""}${client.active === info.id ? " active" : ""}`,
+          "aria-label": info.title,
+          "aria-current": client.active === info.id ? "true" : null,
+          "aria-describedby": unread ? `unread-${info.id}` : null,
+          onclick: () => { tab = "chat"; client.open(info.id, info.title, info.last_message_id); },
+        }, h("span", { class: "title" }, info.title), info.staff_only && h("span", { class: "tag" }, "staff"), unread));
+    }), rooms.length === 0 && h("li", { class: "hint" }, "No rooms yet."));
+  }
+
+  /** @type {number | null} */
+  let drawnRoom = null;
+  /** @type {number | null} */
+  let drawnOldest = null;
+
+  function drawRoom() {
+    const room = client.active === null ? undefined : client.rooms.get(client.active);
+    composer.hidden = !room;
+    if (!room) {
+      fill(roomHeader, h("h2", {}, "No room open"));
+      fill(messages, h("li", { class: "hint" }, "Choose a room on the left to join it. You can be in several at once."));
+      drawnRoom = null;
+      return;
+    }
+    fill(roomHeader, h("h2", {}, room.title),
+      h("button", { type: "button", class: "quiet", onclick: () => client.leave(room.id) }, "Leave"));
+    const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
+    const heightBefore = messages.scrollHeight;
+    const oldest = room.oldest();
+    fill(messages,
+      room.atStart && h("li", { class: "hint" }, "This is the start of the room."),
+      room.ordered().map((m) => h("li", { class: `message${m.username === me.username ? " own" : ""}` },
+        h("span", { class: "who" }, m.username),
+        h("time", { datetime: new Date(m.ts).toISOString() }, new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
+        h("p", { class: "text" }, m.message))),
+      [...room.pending.values()].map((p) => h("li", { class: `message own pending ${p.state}` },
+        h("span", { class: "who" }, me.username),
+        h("span", { class: "state" }, p.state === "sending" ? "sending…" : "not sent"),
+        h("p", { class: "text" }, p.text),
+        p.state === "failed" && h("p", { class: "error", role: "alert" }, p.error))));
+    if (drawnRoom !== room.id || atBottom) {
+      messages.scrollTop = messages.scrollHeight;
+    } else if (oldest !== drawnOldest) {
+      messages.scrollTop += messages.scrollHeight - heightBefore; // older messages came in above
+    }
+    drawnRoom = room.id;
+    drawnOldest = oldest;
+  }
+
+  function drawNotices() {
+    fill(notices, client.notices.map((n) => h("div", { class: "notice", role: "alert" },
+      h("span", {}, n.text),
+      h("button", { type: "button", class: "quiet", "aria-label": "Dismiss", onclick: () => client.dismiss(n.id) }, "×"))));
+  }
+
+  function draw() {
+    status.textContent = client.state === "open" ? "" : client.state === "connecting" ? "Connecting…" : "Reconnecting…";
+    status.hidden = client.state === "open";
+    drawTabs();
+    drawNotices();
+    chat.hidden = tab !== "chat";
+    other.hidden = tab === "chat";
+    drawRooms();
+    drawRoom();
+    localStorage.setItem(REMEMBERED, JSON.stringify([...client.rooms.keys()]));
+    if (tab === "admin" && other.dataset.tab !== "admin") renderAdmin(other, api, (text) => client.notify(text));
+    if (tab === "account" && other.dataset.tab !== "account") renderAccount(other, api);
+    if (tab === "chat") other.dataset.tab = "";
+  }
+
+  client.onchange = draw;
+  client.onroomschanged = refreshRooms;
+  client.onended = () => showLogin(root, env, "Your session has ended. Log in again.");
+  await refreshRooms();
+  // The rooms open last time come back.
+  /** @type {number[]} */
+  const remembered = JSON.parse(localStorage.getItem(REMEMBERED) ?? "[]");
+  for (const id of remembered) {
+    const info = rooms.find((r) => r.id === id);
+    if (info) client.open(info.id, info.title, info.last_message_id);
+  }
+  client.start();
+  draw();
+  input.focus();
+}
+
+/** @param {HTMLElement} page @param {Api} api */
+function renderAccount(page, api) {
+  page.dataset.tab = "account";
+  const result = h("p", { role: "status" });
+  const form = h("form", { class: "card" },
+    h("h2", {}, "Change your password"),
+    h("label", {}, "Current password", h("input", { name: "old", type: "password", autocomplete: "current-password", required: true })),
+    h("label", {}, "New password", h("input", { name: "new", type: "password", autocomplete: "new-password", required: true })),
+    result,
+    h("button", { type: "submit" }, "Change password"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await api.changePassword(field(form, "old"), field(form, "new"));
+      form.reset();
+      result.textContent = "Your password was changed. Your other sessions were logged out.";
+    } catch (e) {
+      result.textContent = e instanceof ApiError && e.status === 401 ? "The current password is not right." : message(e);
+    }
+  });
+  fill(page, form);
+}

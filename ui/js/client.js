@@ -1,0 +1,204 @@
+// The chat client: which rooms are joined, what each holds, what is on its way, and what to tell the person.
+// It speaks the protocol through a Transport and knows nothing of the DOM, so it is unit tested with a fake.
+
+import * as protocol from "./protocol.js";
+import { Room } from "./rooms.js";
+
+/** @typedef {import("./transport.js").Transport} Transport */
+/** @typedef {import("./transport.js").ConnectionState} ConnectionState */
+
+/** How many recent messages opening a room shows. */
+export const RECENT = 50;
+
+/** @typedef {{ id: number, text: string }} Notice */
+
+export class ChatClient {
+  /**
+   * @param {Transport} transport
+   * @param {string} me the logged-in username (own messages are shown as such)
+   * @param {() => string} newNonce
+   */
+  constructor(transport, me, newNonce = () => crypto.randomUUID()) {
+    this.transport = transport;
+    this.me = me;
+    this.newNonce = newNonce;
+    /** Joined rooms (or being joined), in the order they were opened. @type {Map<number, Room>} */
+    this.rooms = new Map();
+    /** @type {number | null} */
+    this.active = null;
+    /** @type {ConnectionState} */
+    this.state = "connecting";
+    /** Things to tell the person that belong to no message. @type {Notice[]} */
+    this.notices = [];
+    this.noticeId = 0;
+    /** Called after every change, for the view to redraw. */
+    this.onchange = () => {};
+    /** Called when the server says rooms or rights changed, for the room list to be fetched again. */
+    this.onroomschanged = () => {};
+    /** Called when the session is over. @type {(why: string) => void} */
+    this.onended = () => {};
+    transport.onevent = (frame) => this.receive(protocol.read(frame));
+    transport.onstate = (state, why) => this.connection(state, why);
+  }
+
+  start() {
+    this.transport.connect();
+  }
+
+  stop() {
+    this.transport.close();
+  }
+
+  /**
+   * Opens a room: joins it (showing its recent messages) or, if already joined, brings it into view.
+   * @param {number} id @param {string} title @param {number} lastMessageId the room's newest id, as listed
+   */
+  open(id, title, lastMessageId) {
+    let room = this.rooms.get(id);
+    if (!room) {
+      room = new Room(id, title, Math.max(0, lastMessageId - RECENT));
+      this.rooms.set(id, room);
+      this.transport.send(protocol.join(id, room.since));
+    }
+    this.show(id);
+  }
+
+  /** @param {number | null} id */
+  show(id) {
+    this.active = id;
+    const room = id === null ? undefined : this.rooms.get(id);
+    if (room) room.unread = 0;
+    this.onchange();
+  }
+
+  /** @param {number} id */
+  leave(id) {
+    this.transport.send(protocol.leave(id));
+    this.forget(id);
+  }
+
+  /**
+   * Says `text` in room `id`; shown as "sending…" until the server acknowledges it.
+   * @param {number} id @param {string} text
+   */
+  say(id, text) {
+    const room = this.rooms.get(id);
+    if (!room || !text.trim()) return;
+    const nonce = this.newNonce();
+    room.sending(nonce, text);
+    this.transport.send(protocol.send(id, text, nonce));
+    this.onchange();
+  }
+
+  /** Asks for the page of messages before the oldest one held. @param {number} id */
+  loadOlder(id) {
+    const room = this.rooms.get(id);
+    const oldest = room?.oldest() ?? null;
+    if (!room || room.atStart || room.loadingOlder || oldest === null) return;
+    if (oldest <= 1) {
+      room.atStart = true;
+      return;
+    }
+    room.loadingOlder = this.transport.send(protocol.history(id, { before: oldest, limit: RECENT }));
+  }
+
+  /** @param {number} id */
+  dismiss(id) {
+    this.notices = this.notices.filter((n) => n.id !== id);
+    this.onchange();
+  }
+
+  /** @param {string} text */
+  notify(text) {
+    this.notices.push({ id: ++this.noticeId, text });
+    this.onchange();
+  }
+
+  /** @param {number} id */
+  forget(id) {
+    this.rooms.delete(id);
+    if (this.active === id) this.active = this.rooms.keys().next().value ?? null;
+    this.onchange();
+  }
+
+  /** @param {ConnectionState} state @param {string} [why] */
+  connection(state, why) {
+    this.state = state;
+    if (state === "open") {
+      // Back (or there for the first time): rejoin every room from what it holds, then resend what the
+      // server never acknowledged, with the same nonces, so nothing is posted twice.
+      for (const room of this.rooms.values()) {
+        room.loadingOlder = false;
+        this.transport.send(protocol.join(room.id, room.seenUpTo()));
+        for (const pending of room.pending.values()) {
+          if (pending.state === "sending") this.transport.send(protocol.send(room.id, pending.text, pending.nonce));
+        }
+      }
+    }
+    if (state === "closed") this.onended(why ?? "session ended");
+    this.onchange();
+  }
+
+  /** @param {import("./protocol.js").ServerEvent} event */
+  receive(event) {
+    switch (event.kind) {
+      case "message": {
+        const room = this.rooms.get(event.message.room);
+        if (room?.add(event.message) && this.active !== room.id && event.message.username !== this.me) room.unread += 1;
+        break;
+      }
+      case "ack":
+        this.rooms.get(event.room)?.acknowledged(event.nonce, event.id, event.ts, this.me);
+        break;
+      case "history": {
+        const room = this.rooms.get(event.room);
+        if (!room) break;
+        const oldestBefore = room.oldest();
+        for (const message of event.messages) room.add(message);
+        if (room.loadingOlder && !event.more && (oldestBefore === null || event.messages.every((m) => m.id < oldestBefore))) {
+          room.atStart = true;
+        }
+        room.loadingOlder = false;
+        break;
+      }
+      case "gap": {
+        const room = this.rooms.get(event.room);
+        if (!room) break;
+        // Not everything was replayed: show what is still stored of it, and stop waiting for the rest.
+        room.skipTo(event.before);
+        this.transport.send(protocol.history(event.room, { after: event.after, before: event.before, limit: 200 }));
+        break;
+      }
+      case "left":
+        if (this.rooms.has(event.room)) this.forget(event.room);
+        break;
+      case "error":
+        this.refused(event);
+        break;
+      case "rooms-changed":
+        this.onroomschanged();
+        break;
+      default:
+        return;
+    }
+    this.onchange();
+  }
+
+  /** @param {Extract<import("./protocol.js").ServerEvent, { kind: "error" }>} error */
+  refused(error) {
+    const sentence = protocol.describe(error.code, error.detail);
+    const room = error.room === null ? undefined : this.rooms.get(error.room);
+    if (error.nonce && room) {
+      room.failed(error.nonce, sentence);
+      return;
+    }
+    if (room && (error.code === "ROOM_ACCESS_DENIED" || error.code === "ROOM_INVALID")) {
+      // Refused at the door, or taken out: the room closes with a sentence saying why.
+      this.forget(room.id);
+      this.notify(`${room.title}: ${sentence}`);
+      return;
+    }
+    if (error.code === "USER_HAS_TO_LOGIN") return; // the close that follows ends the session
+    this.notify(sentence);
+  }
+}

@@ -1,0 +1,38 @@
+// Building DOM nodes. Text is always set as text: nothing a user wrote is ever parsed as HTML.
+
+/**
+ * @typedef {string | number | Node | null | undefined | false} Child
+ * @typedef {Record<string, string | number | boolean | EventListener | null | undefined>} Attributes
+ */
+
+/**
+ * Creates an element. Attributes named `on…` become listeners; `true` sets a boolean attribute, `false`,
+ * null and undefined leave it out; children that are strings become text nodes.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag @param {Attributes} [attributes] @param {...(Child | Child[])} children
+ * @returns {HTMLElementTagNameMap[K]}
+ */
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (typeof value === "function") element.addEventListener(name.slice(2), value);
+    else if (value === true) element.setAttribute(name, "");
+    else if (value !== false && value !== null && value !== undefined) element.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(typeof child === "object" ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+/** Replaces the children of `parent`. @param {Element} parent @param {...(Child | Child[])} children */
+export function fill(parent, ...children) {
+  parent.replaceChildren(...h("div", {}, ...children).childNodes);
+}
+
+/** The value of a named field of a form. @param {HTMLFormElement} form @param {string} name */
+export function field(form, name) {
+  const input = form.elements.namedItem(name);
+  return input instanceof HTMLInputElement || input instanceof HTMLTextAreaElement ? input.value : "";
+}

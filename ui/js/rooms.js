@@ -1,0 +1,104 @@
+// What the client holds of one room: its messages by id, the messages of its own still waiting for the
+// server, and how far it has seen everything. Pure: no DOM, no socket.
+
+/** @typedef {import("./protocol.js").ChatMessage} ChatMessage */
+
+/**
+ * @typedef {{ nonce: string, text: string, state: "sending" | "failed", error: string }} Pending
+ */
+
+export class Room {
+  /**
+   * @param {number} id @param {string} title
+   * @param {number} since the room is joined from here: everything up to it is not wanted (or held)
+   */
+  constructor(id, title, since = 0) {
+    this.id = id;
+    this.title = title;
+    /** Everything up to this id is held or known to be unavailable. */
+    this.since = since;
+    /** @type {Map<number, ChatMessage>} */
+    this.messages = new Map();
+    /** Own messages sent but not yet acknowledged, by nonce, in sending order. @type {Map<string, Pending>} */
+    this.pending = new Map();
+    /** Messages received while the room was not in view. */
+    this.unread = 0;
+    /** True once the server said the oldest held message is the oldest there is. */
+    this.atStart = false;
+    /** Set while older messages are being fetched. */
+    this.loadingOlder = false;
+  }
+
+  /**
+   * Adds a message unless it is already held. Returns whether it was new.
+   * @param {ChatMessage} message
+   */
+  add(message) {
+    if (this.messages.has(message.id)) return false;
+    this.messages.set(message.id, message);
+    return true;
+  }
+
+  /** The held messages, oldest first. */
+  ordered() {
+    return [...this.messages.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /** The smallest id held, or null. */
+  oldest() {
+    let min = null;
+    for (const id of this.messages.keys()) if (min === null || id < min) min = id;
+    return min;
+  }
+
+  /**
+   * The highest id N up to which the client has everything there is: what it may claim when it resumes
+   * (ids are dense, so a hole means a missing message, and the client must not claim past it).
+   */
+  seenUpTo() {
+    let n = this.since;
+    while (this.messages.has(n + 1)) n += 1;
+    return n;
+  }
+
+  /**
+   * The server did not replay messages after `after` and before `before` (too many, or no longer stored):
+   * they are fetched as history for reading, and not waited for again.
+   * @param {number} before
+   */
+  skipTo(before) {
+    this.since = Math.max(this.since, before - 1);
+  }
+
+  /**
+   * Remembers an own message on its way to the server.
+   * @param {string} nonce @param {string} text
+   */
+  sending(nonce, text) {
+    this.pending.set(nonce, { nonce, text, state: "sending", error: "" });
+  }
+
+  /**
+   * The server stored an own message: it becomes a message with its id (the event may come later, or may
+   * have come already; either way it is held once).
+   * @param {string} nonce @param {number} id @param {number} ts @param {string} username
+   */
+  acknowledged(nonce, id, ts, username) {
+    const pending = this.pending.get(nonce);
+    if (!pending) return;
+    this.pending.delete(nonce);
+    this.add({ id, room: this.id, username, message: pending.text, ts });
+  }
+
+  /**
+   * The server refused an own message.
+   * @param {string} nonce @param {string} error
+   */
+  failed(nonce, error) {
+    const pending = this.pending.get(nonce);
+    if (pending) {
+      pending.state = "failed";
+      pending.error = error;
+    }
+  }
+}
