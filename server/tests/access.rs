@@ -121,6 +121,7 @@ async fn a_demoted_user_is_removed_from_staff_rooms_at_once(backend: Backend) {
     assert_eq!(sam_ws.recv().await["error"], "ROOM_ACCESS_DENIED");
     assert_eq!(sam_ws.recv().await, json!({ "leave": secret.id.to_string() }));
     assert_eq!(sam_ws.recv().await, json!({ "msg_type": 5, "room": secret.id, "username": "sam" }));
+    assert_eq!(sam_ws.recv().await, json!({ "rooms": "changed" }), "sam's room list changed");
     assert_eq!(boss_ws.recv().await, json!({ "msg_type": 5, "room": secret.id, "username": "sam" }));
 
     boss_ws.send(json!({ "command": "send", "room": secret.id, "message": "after sam left" })).await;
@@ -159,6 +160,7 @@ async fn a_room_made_staff_only_loses_its_non_staff_members(backend: Backend) {
     assert_eq!(response.status(), 200);
     assert_eq!(pat.recv().await["error"], "ROOM_ACCESS_DENIED");
     assert_eq!(pat.recv().await, json!({ "leave": room.id.to_string() }));
+    assert_eq!(pat.recv().await, json!({ "rooms": "changed" }), "everyone refetches the room list");
     server.stop().await;
 }
 
