@@ -160,6 +160,7 @@ async fn a_room_made_staff_only_loses_its_non_staff_members(backend: Backend) {
     assert_eq!(response.status(), 200);
     assert_eq!(pat.recv().await["error"], "ROOM_ACCESS_DENIED");
     assert_eq!(pat.recv().await, json!({ "leave": room.id.to_string() }));
+    assert_eq!(pat.recv().await, json!({ "msg_type": 5, "room": room.id, "username": "pat" }));
     assert_eq!(pat.recv().await, json!({ "rooms": "changed" }), "everyone refetches the room list");
     server.stop().await;
 }
