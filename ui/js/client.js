@@ -169,6 +169,11 @@ export class ChatClient {
         this.transport.send(protocol.history(event.room, { after: event.after, before: event.before, limit: 200 }));
         break;
       }
+      case "joined": {
+        const room = this.rooms.get(event.room);
+        if (room) room.joined = true;
+        break;
+      }
       case "left":
         if (this.rooms.has(event.room)) this.forget(event.room);
         break;
@@ -193,9 +198,9 @@ export class ChatClient {
       return;
     }
     if (room && (error.code === "ROOM_ACCESS_DENIED" || error.code === "ROOM_INVALID")) {
-      // Refused at the door, or taken out: the room closes with a sentence saying why.
+      // Taken out of a room one was in, or refused at the door: the room closes with a sentence saying why.
       this.forget(room.id);
-      this.notify(`${room.title}: ${sentence}`);
+      this.notify(room.joined ? protocol.removal(room.title, error.detail) : `${room.title}: ${sentence}`);
       return;
     }
     if (error.code === "USER_HAS_TO_LOGIN") return; // the close that follows ends the session

@@ -97,7 +97,15 @@ const SENTENCES = /** @type {Record<string, string>} */ ({
  */
 export function describe(code, detail = "") {
   const sentence = SENTENCES[code] ?? "Something went wrong.";
-  if (code === "ROOM_ACCESS_DENIED" && detail.includes("no longer")) return "You were removed: this room is now for staff only.";
   if (code === "MESSAGE_TOO_LONG" && detail) return `That message is too long (${detail.replace(/^messages are /, "")}).`;
   return sentence;
+}
+
+/**
+ * The sentence for being taken out of a room one was in, from the server's reason.
+ * @param {string} title @param {string} detail
+ */
+export function removal(title, detail) {
+  const reason = detail ? `${detail.charAt(0).toUpperCase()}${detail.slice(1)}.` : "";
+  return `You were removed from ${title}. ${reason}`.trim();
 }

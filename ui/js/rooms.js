@@ -27,6 +27,8 @@ export class Room {
     this.atStart = false;
     /** Set while older messages are being fetched. */
     this.loadingOlder = false;
+    /** True once the server confirmed the join (a refusal after that is a removal). */
+    this.joined = false;
   }
 
   /**
