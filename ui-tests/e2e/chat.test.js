@@ -13,19 +13,22 @@ after(async () => {
   await browser?.close();
 });
 
+/** No test may hang: each gets this long. */
+const LIMIT = { timeout: 90_000 };
+
 /**
  * A server with an admin "boss" (staff too), a plain user "pat", and rooms Lobby, Games and a staff-only
  * "Staff room"; runs `body`, then cleans up whatever happened.
- * @param {(server: any, dir: string) => Promise<void>} body
+ * @param {(server: any, dir: string) => Promise<void>} body @param {string[]} [extra] options for `serve`
  */
-async function withServer(body) {
+async function withServer(body, extra = []) {
   const dir = dataDir();
   manage(dir, ["createsuperuser", "--username", "boss", "--password-stdin"], "boss-pw\n");
   manage(dir, ["createuser", "--username", "pat", "--password-stdin"], "pat-pw\n");
   for (const args of [["--title", "Lobby"], ["--title", "Games"], ["--title", "Staff room", "--staff-only"]]) {
     manage(dir, ["createroom", ...args]);
   }
-  const server = await startServer(dir);
+  const server = await startServer(dir, 0, extra);
   try {
     await body(server, dir);
   } finally {
@@ -50,7 +53,7 @@ async function sees(page, text) {
   await page.locator(".messages .message:not(.pending) .text", { hasText: text }).first().waitFor();
 }
 
-test("the first page of an empty server creates the admin account", async () => {
+test("the first page of an empty server creates the admin account", LIMIT, async () => {
   const dir = dataDir();
   const server = await startServer(dir);
   try {
@@ -70,14 +73,25 @@ test("the first page of an empty server creates the admin account", async () => 
     await stranger.getByRole("button", { name: "Log in" }).click();
     await stranger.getByText("Wrong username or password.").waitFor();
     await screenshot(stranger, "02-login-error");
+    for (let n = 0; n < 4; n += 1) await stranger.getByRole("button", { name: "Log in" }).click();
+    await stranger.getByText(/Too many attempts\. Try again in \d+ seconds\./).waitFor();
+    await stranger.waitForTimeout(8_500); // the backoff after a few failures is seconds, not minutes
+
     await logIn(stranger, "root", "a good password");
+    await stranger.getByRole("button", { name: "Account" }).click();
+    await stranger.getByLabel("Current password").fill("a good password");
+    await stranger.getByLabel("New password").fill("an even better one");
+    await stranger.getByRole("button", { name: "Change password" }).click();
+    await stranger.getByText("Your password was changed.").waitFor();
+    await stranger.getByRole("button", { name: "Log out" }).click();
+    await logIn(stranger, "root", "an even better one");
   } finally {
     await stopServer(server, true);
     removeDir(dir);
   }
 });
 
-test("two people chat in a room, and one of them in a second room too", async () => {
+test("two people chat in a room, and one of them in a second room too", LIMIT, async () => {
   await withServer(async (server) => {
     const boss = await openPage(browser, server.url);
     const pat = await openPage(browser, server.url);
@@ -118,6 +132,10 @@ test("two people chat in a room, and one of them in a second room too", async ()
     assert.equal(await pat.evaluate(() => /** @type {any} */ (window).pwned), undefined);
     await screenshot(boss, "04-chat-desktop");
 
+    // A refusal is said next to the message it concerns, not in a dialog.
+    await say(pat, "x".repeat(4001));
+    await pat.locator(".message.failed").getByText("That message is too long (limited to 4000 characters).").waitFor();
+
     await pat.setViewportSize({ width: 400, height: 700 });
     await screenshot(pat, "05-chat-phone");
     await pat.getByRole("button", { name: "Leave" }).click();
@@ -127,7 +145,7 @@ test("two people chat in a room, and one of them in a second room too", async ()
   });
 });
 
-test("admins manage rooms in the Admin tab, and everyone sees the changes at once", async () => {
+test("admins manage rooms in the Admin tab, and everyone sees the changes at once", LIMIT, async () => {
   await withServer(async (server) => {
     const boss = await openPage(browser, server.url, { colorScheme: "dark" });
     const pat = await openPage(browser, server.url);
@@ -158,7 +176,7 @@ test("admins manage rooms in the Admin tab, and everyone sees the changes at onc
   });
 });
 
-test("after the server restarts, rooms come back and what was missed appears exactly once", async () => {
+test("after the server restarts, rooms come back and what was missed appears exactly once", LIMIT, async () => {
   await withServer(async (server, dir) => {
     const boss = await openPage(browser, server.url);
     const pat = await openPage(browser, server.url);
@@ -173,6 +191,7 @@ test("after the server restarts, rooms come back and what was missed appears exa
     await screenshot(pat, "08-reconnecting");
     await pat.context().setOffline(true); // pat stays cut off while the others talk
     await say(pat, "typed while cut off");
+    await pat.locator(".message.pending", { hasText: "typed while cut off" }).getByText("sending…").waitFor();
     const restarted = await startServer(dir, server.port);
     server.child = restarted.child;
     await boss.getByRole("status").waitFor({ state: "hidden", timeout: 15_000 });
@@ -194,5 +213,45 @@ test("after the server restarts, rooms come back and what was missed appears exa
     ]);
     assert.equal((await shown(boss)).filter((t) => t === "typed while cut off").length, 1, "the retried message was stored once");
     assert.equal(await pat.locator(".room-view h2").count(), 1, "no duplicate panes");
+    assert.equal(await pat.getByText("sending…").count(), 0, "acknowledged at last");
   });
+});
+
+test("opening a room shows its recent messages, and scrolling up loads older ones", LIMIT, async () => {
+  await withServer(async (server) => {
+    const boss = await openPage(browser, server.url);
+    await logIn(boss, "boss", "boss-pw");
+    await boss.getByRole("button", { name: "Lobby" }).click();
+    await boss.getByRole("heading", { name: "Lobby" }).waitFor();
+    // 120 messages straight over the page's own socket (faster than typing them).
+    await boss.evaluate(async () => {
+      const socket = new WebSocket(`ws://${location.host}/chat/stream/`);
+      await new Promise((resolve) => (socket.onopen = resolve));
+      socket.send(JSON.stringify({ command: "join", room: 1 }));
+      let acked = 0;
+      const done = new Promise((resolve) => {
+        socket.onmessage = (event) => {
+          if (JSON.parse(event.data).ack && ++acked === 120) resolve(null);
+        };
+      });
+      for (let n = 1; n <= 120; n += 1) {
+        socket.send(JSON.stringify({ command: "send", room: 1, message: `old ${n}`, nonce: `n${n}` }));
+      }
+      await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${acked} acks`)), 20_000))]);
+      socket.close();
+    });
+    const pat = await openPage(browser, server.url);
+    await logIn(pat, "pat", "pat-pw");
+    await pat.getByRole("button", { name: "Lobby" }).click();
+    await sees(pat, "old 120");
+    assert.equal((await shown(pat)).length, 50, "the 50 most recent");
+    assert.equal((await shown(pat))[0], "old 71");
+    for (let tries = 0; tries < 10 && (await pat.getByText("This is the start of the room.").count()) === 0; tries += 1) {
+      await pat.locator(".messages").evaluate((list) => list.scrollTo(0, 0));
+      await pat.waitForTimeout(300);
+    }
+    await pat.getByText("This is the start of the room.").waitFor();
+    const all = await shown(pat);
+    assert.deepEqual(all, Array.from({ length: 120 }, (_, n) => `old ${n + 1}`), "every message once, in order");
+  }, ["--messages-per-second", "1000"]);
 });

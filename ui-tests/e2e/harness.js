@@ -33,11 +33,11 @@ export function manage(dir, args, input = "") {
 }
 
 /**
- * Starts `serve` on `port` (0: any free one) and resolves once it listens.
- * @param {string} dir @param {number} [port]
+ * Starts `serve` on `port` (0: any free one), with `extra` options, and resolves once it listens.
+ * @param {string} dir @param {number} [port] @param {string[]} [extra]
  */
-export function startServer(dir, port = 0) {
-  const child = spawn(BINARY, ["--data-dir", dir, "--bind", `127.0.0.1:${port}`, "serve"], {
+export function startServer(dir, port = 0, extra = []) {
+  const child = spawn(BINARY, ["--data-dir", dir, "--bind", `127.0.0.1:${port}`, ...extra, "serve"], {
     env: { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
     stdio: ["ignore", "ignore", "pipe"],
   });

@@ -127,8 +127,13 @@ async function showChat(root, env, me) {
       send();
     }
   });
+  // Older messages load when the person scrolls up to the top; the client's own scrolling (to the newest
+  // message) only ever goes down.
+  let lastScrollTop = 0;
   messages.addEventListener("scroll", () => {
-    if (messages.scrollTop < 40 && client.active !== null) client.loadOlder(client.active);
+    const up = messages.scrollTop < lastScrollTop;
+    lastScrollTop = messages.scrollTop;
+    if (up && messages.scrollTop < 40 && client.active !== null) client.loadOlder(client.active);
   });
 
   async function logout() {
@@ -193,7 +198,7 @@ async function showChat(root, env, me) {
     const heightBefore = messages.scrollHeight;
     const oldest = room.oldest();
     fill(messages,
-      room.atStart && h("li", { class: "hint" }, "This is the start of the room."),
+      (room.atStart || oldest === 1) && h("li", { class: "hint" }, "This is the start of the room."),
       room.ordered().map((m) => h("li", { class: `message${m.username === me.username ? " own" : ""}` },
         h("span", { class: "who" }, m.username),
         h("time", { datetime: new Date(m.ts).toISOString() }, new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
@@ -210,6 +215,7 @@ async function showChat(root, env, me) {
     }
     drawnRoom = room.id;
     drawnOldest = oldest;
+    lastScrollTop = messages.scrollTop;
   }
 
   function drawNotices() {
