@@ -85,6 +85,13 @@ test("the first page of an empty server creates the admin account", LIMIT, async
     await stranger.getByText("Your password was changed.").waitFor();
     await stranger.getByRole("button", { name: "Log out" }).click();
     await logIn(stranger, "root", "an even better one");
+
+    await stranger.getByRole("button", { name: "Log out" }).click();
+    await stopServer(server, true);
+    await stranger.getByLabel("Username").fill("root");
+    await stranger.getByLabel("Password").fill("an even better one");
+    await stranger.getByRole("button", { name: "Log in" }).click();
+    await stranger.getByText("The server cannot be reached. Check your connection and try again.").waitFor();
   } finally {
     await stopServer(server, true);
     removeDir(dir);

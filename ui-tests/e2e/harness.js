@@ -58,7 +58,8 @@ export function startServer(dir, port = 0, extra = []) {
 
 /** Stops a server started by startServer: SIGKILL when `kill`, else a graceful SIGTERM. */
 export async function stopServer(server, kill = false) {
-  if (server.child.exitCode !== null) return;
+  // A process ended by a signal has no exit code, only a signal code.
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
   const exited = new Promise((resolve) => server.child.once("exit", resolve));
   server.child.kill(kill ? "SIGKILL" : "SIGTERM");
   await exited;
