@@ -1,7 +1,7 @@
 // The admin tab: rooms (create, rename, staff-only, delete) and users (create, rights, reset password,
 // delete). Every change goes through the server's admin API, which also tells connected users.
 
-import { h, fill, field } from "./dom.js";
+import { h, fill, field, checked } from "./dom.js";
 
 /** @typedef {import("./api.js").Api} Api */
 /** @typedef {import("./api.js").User} User */
@@ -48,9 +48,9 @@ export async function renderAdmin(page, api, notify) {
       h("button", { type: "submit" }, "Create room"));
     create.addEventListener("submit", (event) => {
       event.preventDefault();
-      const checked = (/** @type {string} */ name) => /** @type {HTMLInputElement} */ (create.elements.namedItem(name)).checked;
       const title = field(create, "title");
-      act(() => api.createRoom({ title, staff_only: checked("staff_only"), ephemeral: checked("ephemeral") }), `Room “${title}” created.`);
+      const room = { title, staff_only: checked(create, "staff_only"), ephemeral: checked(create, "ephemeral") };
+      act(() => api.createRoom(room), `Room “${title}” created.`);
     });
     fill(rooms, h("h2", { id: "admin-rooms" }, "Rooms"), create,
       h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Title"), h("th", {}, "Staff only"), h("th", {}, "Ephemeral"), h("th", {}, ""))),
@@ -77,10 +77,9 @@ export async function renderAdmin(page, api, notify) {
       h("button", { type: "submit" }, "Create user"));
     create.addEventListener("submit", (event) => {
       event.preventDefault();
-      const checked = (/** @type {string} */ name) => /** @type {HTMLInputElement} */ (create.elements.namedItem(name)).checked;
       const username = field(create, "username");
-      act(() => api.createUser({ username, password: field(create, "password"), is_staff: checked("is_staff"), is_admin: checked("is_admin") }),
-        `User “${username}” created.`);
+      const user = { username, password: field(create, "password"), is_staff: checked(create, "is_staff"), is_admin: checked(create, "is_admin") };
+      act(() => api.createUser(user), `User “${username}” created.`);
     });
     /** @param {User} user @param {"is_staff" | "is_admin" | "is_active"} flag @param {string} label */
     const toggle = (user, flag, label) => h("input", { type: "checkbox", checked: user[flag], "aria-label": `${label}: ${user.username}`,

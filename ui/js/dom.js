@@ -36,3 +36,9 @@ export function field(form, name) {
   const input = form.elements.namedItem(name);
   return input instanceof HTMLInputElement || input instanceof HTMLTextAreaElement ? input.value : "";
 }
+
+/** Whether a named checkbox of a form is ticked. @param {HTMLFormElement} form @param {string} name */
+export function checked(form, name) {
+  const input = form.elements.namedItem(name);
+  return input instanceof HTMLInputElement && input.checked;
+}
