@@ -110,7 +110,9 @@ test("two people chat in a room, and one of them in a second room too", LIMIT, a
     await boss.getByRole("button", { name: "Staff room" }).waitFor();
 
     await boss.getByRole("button", { name: "Lobby" }).click();
+    await boss.getByRole("heading", { name: "Lobby" }).waitFor();
     await pat.getByRole("button", { name: "Lobby" }).click();
+    await boss.getByText("pat entered the room").waitFor();
     await say(boss, "Hello from boss");
     await sees(pat, "Hello from boss");
     await say(pat, "Hi boss!");

@@ -145,3 +145,15 @@ test("the room list is fetched again when the server says rooms changed", () => 
   transport.onevent({ rooms: "changed" });
   assert.equal(asked, 1);
 });
+
+test("people entering and leaving are noted after the newest message", () => {
+  const { transport, client } = setup();
+  client.open(3, "Lobby", 0);
+  transport.onevent({ msg_type: 0, room: 3, username: "bob", message: "hi", id: 1, ts: 1 });
+  transport.onevent({ msg_type: 4, room: 3, username: "cat" });
+  transport.onevent({ msg_type: 5, room: 3, username: "bob" });
+  assert.deepEqual(client.rooms.get(3)?.presence, [
+    { after: 1, text: "cat entered the room" },
+    { after: 1, text: "bob left the room" },
+  ]);
+});

@@ -199,10 +199,12 @@ async function showChat(root, env, me) {
     const oldest = room.oldest();
     fill(messages,
       (room.atStart || oldest === 1) && h("li", { class: "hint" }, "This is the start of the room."),
-      room.ordered().map((m) => h("li", { class: `message${m.username === me.username ? " own" : ""}` },
+      room.presence.filter((p) => oldest === null || p.after < oldest).map(presenceLine),
+      room.ordered().flatMap((m) => [h("li", { class: `message${m.username === me.username ? " own" : ""}` },
         h("span", { class: "who" }, m.username),
         h("time", { datetime: new Date(m.ts).toISOString() }, new Date(m.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
-        h("p", { class: "text" }, m.message))),
+        h("p", { class: "text" }, m.message)),
+        ...room.presence.filter((p) => p.after === m.id).map(presenceLine)]),
       [...room.pending.values()].map((p) => h("li", { class: `message own pending ${p.state}` },
         h("span", { class: "who" }, me.username),
         h("span", { class: "state" }, p.state === "sending" ? "sending…" : "not sent"),
@@ -253,6 +255,11 @@ async function showChat(root, env, me) {
   client.start();
   draw();
   input.focus();
+}
+
+/** @param {{ text: string }} note */
+function presenceLine(note) {
+  return h("li", { class: "presence" }, note.text);
 }
 
 /** @param {HTMLElement} page @param {Api} api */

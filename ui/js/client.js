@@ -147,6 +147,9 @@ export class ChatClient {
         if (room?.add(event.message) && this.active !== room.id && event.message.username !== this.me) room.unread += 1;
         break;
       }
+      case "presence":
+        this.rooms.get(event.room)?.someone(event.username, event.entered);
+        break;
       case "ack":
         this.rooms.get(event.room)?.acknowledged(event.nonce, event.id, event.ts, this.me);
         break;

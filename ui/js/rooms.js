@@ -29,6 +29,8 @@ export class Room {
     this.loadingOlder = false;
     /** True once the server confirmed the join (a refusal after that is a removal). */
     this.joined = false;
+    /** "Ann entered" / "Ann left" lines, each shown after the message that was newest when it came. @type {{ after: number, text: string }[]} */
+    this.presence = [];
   }
 
   /**
@@ -44,6 +46,17 @@ export class Room {
   /** The held messages, oldest first. */
   ordered() {
     return [...this.messages.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /**
+   * Notes someone entering or leaving, after the newest message held (the newest 50 notes are kept).
+   * @param {string} username @param {boolean} entered
+   */
+  someone(username, entered) {
+    let newest = this.since;
+    for (const id of this.messages.keys()) newest = Math.max(newest, id);
+    this.presence.push({ after: newest, text: `${username} ${entered ? "entered" : "left"} the room` });
+    if (this.presence.length > 50) this.presence.shift();
   }
 
   /** The smallest id held, or null. */
