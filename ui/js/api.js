@@ -44,13 +44,16 @@ export class Api {
       throw new ApiError(0, "The server cannot be reached. Check your connection and try again.");
     }
     if (response.status === 204) return null;
-    const data = await response.json().catch(() => ({}));
-    if (response.ok) return data;
+    const data = await response.json().catch(() => undefined);
+    if (response.ok) {
+      if (data === undefined) throw new ApiError(response.status, "That address answers, but not as a MultiChat server.");
+      return data;
+    }
     if (response.status === 429) {
       const wait = response.headers.get("retry-after");
       throw new ApiError(429, `Too many attempts. Try again in ${wait ?? "a few"} seconds.`);
     }
-    const message = typeof data.error === "string" ? data.error : `The server answered ${response.status}.`;
+    const message = typeof data?.error === "string" ? data.error : `The server answered ${response.status}.`;
     throw new ApiError(response.status, sentence(message));
   }
 
