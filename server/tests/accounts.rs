@@ -83,6 +83,20 @@ async fn repeated_failures_back_off_alike_for_real_and_unknown_names(backend: Ba
     server.stop().await;
 }
 
+async fn a_burst_of_concurrent_guesses_is_throttled_too(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.user("ann", "right", plain()).await;
+    let guesses = (0..10).map(|n| {
+        let server = &server;
+        async move { try_login(server, "ann", &format!("guess {n}")).await.status().as_u16() }
+    });
+    let mut statuses = futures_util::future::join_all(guesses).await;
+    statuses.sort();
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 429, 429, 429, 429, 429], "only the free attempts are tried");
+    server.stop().await;
+}
+
 async fn logout_closes_only_that_sessions_sockets(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -279,6 +293,7 @@ on_both_backends!(
     login_sets_an_httponly_cookie_and_names_are_case_insensitive,
     wrong_credentials_get_one_generic_error_whether_or_not_the_user_exists,
     repeated_failures_back_off_alike_for_real_and_unknown_names,
+    a_burst_of_concurrent_guesses_is_throttled_too,
     logout_closes_only_that_sessions_sockets,
     the_first_run_setup_works_once_and_never_again,
     the_admin_api_is_for_admins_only,

@@ -19,6 +19,8 @@ test("errors become sentences, with the wait when throttled", async () => {
   });
   answer(429, JSON.stringify({ error: "too many failed attempts; try again in 4 s" }), { "retry-after": "4" });
   await assert.rejects(new Api().login("a", "b"), { message: "Too many attempts. Try again in 4 seconds." });
+  answer(429, "{}", { "retry-after": "1" });
+  await assert.rejects(new Api().login("a", "b"), { message: "Too many attempts. Try again in 1 second." });
   globalThis.fetch = async () => {
     throw new TypeError("fetch failed");
   };

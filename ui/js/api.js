@@ -51,7 +51,8 @@ export class Api {
     }
     if (response.status === 429) {
       const wait = response.headers.get("retry-after");
-      throw new ApiError(429, `Too many attempts. Try again in ${wait ?? "a few"} seconds.`);
+      const seconds = wait === "1" ? "1 second" : `${wait ?? "a few"} seconds`;
+      throw new ApiError(429, `Too many attempts. Try again in ${seconds}.`);
     }
     const message = typeof data?.error === "string" ? data.error : `The server answered ${response.status}.`;
     throw new ApiError(response.status, sentence(message));

@@ -71,14 +71,19 @@ function showLogin(root, env, why = "") {
     h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
     error,
     h("button", { type: "submit" }, "Log in"));
+  const submit = /** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
+    // One attempt at a time: a second click would only race the first one's answer.
+    submit.disabled = true;
     try {
       const { user } = await env.api.login(field(form, "username"), field(form, "password"));
       showChat(root, env, user);
     } catch (e) {
       error.textContent = e instanceof ApiError && e.status === 401 ? "Wrong username or password." : message(e);
+    } finally {
+      submit.disabled = false;
     }
   });
   fill(root, h("main", { class: "center" }, form));

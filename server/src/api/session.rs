@@ -42,24 +42,21 @@ async fn login(
     // No account has a longer name or password, so these cannot match; refusing them here keeps
     // megabyte-long names out of the throttle's table.
     if creds.username.len() > 4 * username::MAX_LEN || creds.password.len() > MAX_PASSWORD_BYTES {
-        state.throttle.check("", addr)?;
-        state.throttle.failed("", addr);
+        state.throttle.attempt("", addr)?;
         return Err(Error::InvalidCredentials);
     }
     let key = username::fold(&creds.username);
-    state.throttle.check(&key, addr)?;
+    state.throttle.attempt(&key, addr)?;
     let found = state.db.user_with_hash(&key).await?;
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let password_ok = state.passwords.verify(&creds.password, hash).await?;
     match found {
         Some((user, _)) if password_ok && user.is_active => {
-            state.throttle.succeeded(&key);
+            state.throttle.succeeded(&key, addr);
             start_session(&state, &user, StatusCode::OK).await
         }
-        _ => {
-            state.throttle.failed(&key, addr);
-            Err(Error::InvalidCredentials)
-        }
+        // The attempt was counted as failed when it started.
+        _ => Err(Error::InvalidCredentials),
     }
 }
 

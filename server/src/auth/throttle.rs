@@ -51,27 +51,40 @@ impl LoginThrottle {
         }
     }
 
-    /// Fails with [`Error::Throttled`] (and the seconds to wait) while `name_key` or `addr` is backing off.
-    pub fn check(&self, name_key: &str, addr: Option<IpAddr>) -> Result<(), Error> {
+    /// Starts a login attempt: fails with [`Error::Throttled`] (and the seconds to wait) while `name_key` or
+    /// `addr` is backing off; otherwise counts the attempt as failed at once, until [`LoginThrottle::succeeded`]
+    /// takes it back. Counting before the password is checked is what stops a burst of concurrent guesses
+    /// from all getting through before the first failure is known.
+    pub fn attempt(&self, name_key: &str, addr: Option<IpAddr>) -> Result<(), Error> {
         let now = Instant::now();
-        let entries = self.lock();
+        let mut entries = self.lock();
         let wait = self
             .keys(name_key, addr)
             .filter_map(|key| entries.get(&key))
             .map(|e| e.blocked_until.saturating_duration_since(now))
             .max()
             .unwrap_or_default();
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(Error::Throttled(wait.as_secs_f64().ceil() as u64))
+        if !wait.is_zero() {
+            return Err(Error::Throttled(wait.as_secs_f64().ceil() as u64));
+        }
+        self.count(&mut entries, name_key, addr, now);
+        Ok(())
+    }
+
+    /// The attempt succeeded: forgets the failures of `name_key`, and takes this attempt back from `addr`.
+    pub fn succeeded(&self, name_key: &str, addr: Option<IpAddr>) {
+        let mut entries = self.lock();
+        entries.remove(&Key::Name(name_key.to_owned()));
+        if let Some(entry) = addr.and_then(|addr| entries.get_mut(&Key::Addr(addr))) {
+            entry.failures = entry.failures.saturating_sub(1);
+            if entry.failures <= self.per_addr.free {
+                entry.blocked_until = Instant::now();
+            }
         }
     }
 
-    /// Counts a failed login against `name_key` and `addr`.
-    pub fn failed(&self, name_key: &str, addr: Option<IpAddr>) {
-        let now = Instant::now();
-        let mut entries = self.lock();
+    /// Counts one failure against `name_key` and `addr`.
+    fn count(&self, entries: &mut HashMap<Key, Entry>, name_key: &str, addr: Option<IpAddr>, now: Instant) {
         if entries.len() >= SWEEP_AT {
             let forget = self.per_name.cap.max(self.per_addr.cap) * 2;
             entries.retain(|_, e| now.duration_since(e.last_failure) < forget);
@@ -95,11 +108,6 @@ impl LoginThrottle {
         }
     }
 
-    /// Forgets the failures of `name_key` after a successful login (the address keeps its count).
-    pub fn succeeded(&self, name_key: &str) {
-        self.lock().remove(&Key::Name(name_key.to_owned()));
-    }
-
     fn keys(&self, name_key: &str, addr: Option<IpAddr>) -> impl Iterator<Item = Key> {
         std::iter::once(Key::Name(name_key.to_owned())).chain(addr.map(Key::Addr))
     }
@@ -114,24 +122,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_past_the_free_ones_back_off_exponentially_up_to_the_cap() {
+    fn attempts_past_the_free_ones_back_off_exponentially_up_to_the_cap() {
         let throttle = LoginThrottle::new(Duration::from_secs(4));
-        for _ in 0..3 {
-            throttle.check("alice", None).unwrap();
-            throttle.failed("alice", None);
+        for _ in 0..4 {
+            throttle.attempt("alice", None).unwrap();
         }
-        throttle.check("alice", None).unwrap();
-        throttle.failed("alice", None);
-        assert!(matches!(throttle.check("alice", None), Err(Error::Throttled(1))));
-        throttle.failed("alice", None);
-        assert!(matches!(throttle.check("alice", None), Err(Error::Throttled(2))));
+        assert!(matches!(throttle.attempt("alice", None), Err(Error::Throttled(1))), "the 4th failure blocks");
+        let now = Instant::now();
+        let mut entries = throttle.lock();
+        throttle.count(&mut entries, "alice", None, now);
+        assert_eq!(entries[&Key::Name("alice".into())].blocked_until - now, Duration::from_secs(2), "doubling");
         for _ in 0..10 {
-            throttle.failed("alice", None);
+            throttle.count(&mut entries, "alice", None, now);
         }
-        assert!(matches!(throttle.check("alice", None), Err(Error::Throttled(4))), "capped");
-        throttle.check("bob", None).unwrap();
-        throttle.succeeded("alice");
-        throttle.check("alice", None).unwrap();
+        assert_eq!(entries[&Key::Name("alice".into())].blocked_until - now, Duration::from_secs(4), "capped");
+        drop(entries);
+        throttle.attempt("bob", None).unwrap();
+        throttle.succeeded("alice", None);
+        throttle.attempt("alice", None).unwrap();
+    }
+
+    #[test]
+    fn a_success_takes_its_attempt_back() {
+        let throttle = LoginThrottle::new(Duration::from_secs(60));
+        let addr: IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..100 {
+            throttle.attempt("carol", Some(addr)).unwrap();
+            throttle.succeeded("carol", Some(addr));
+        }
+        throttle.attempt("carol", Some(addr)).unwrap();
     }
 
     #[test]
@@ -139,9 +158,9 @@ mod tests {
         let throttle = LoginThrottle::new(Duration::from_secs(60));
         let addr: IpAddr = "192.0.2.7".parse().unwrap();
         for i in 0..21 {
-            throttle.failed(&format!("user{i}"), Some(addr));
+            throttle.attempt(&format!("user{i}"), Some(addr)).unwrap();
         }
-        assert!(throttle.check("someone-else", Some(addr)).is_err());
-        assert!(throttle.check("someone-else", None).is_ok());
+        assert!(throttle.attempt("someone-else", Some(addr)).is_err());
+        assert!(throttle.attempt("someone-else", None).is_ok());
     }
 }
