@@ -1,7 +1,9 @@
 //! The MultiChat desktop app: the Tauri v2 shell that loads the web client from `ui/`.
 //!
-//! This is the shell's first step: the window, the settings store, the app icon. The Rust-side connection
-//! (one socket for all windows), the keyring and the "Host server" toggle build on it.
+//! So far: the window, the settings store, the app icon, and [`host`], the embedded server behind the
+//! "Host server" toggle. The Rust-side connection (one socket for all windows) and the keyring come next.
+
+pub mod host;
 
 /// Runs the app until its last window closes.
 pub fn run() {

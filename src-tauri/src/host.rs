@@ -1,0 +1,79 @@
+//! "Host server": the `multichat_server` library running inside the app, so that one click serves the LAN.
+//!
+//! The server gets its own SQLite database in the app's data directory and runs on the app's Tokio runtime
+//! (Tauri's), not a second one; stopping it is the same graceful shutdown as the headless binary's.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use multichat_server::accounts::{self, Rights};
+use multichat_server::{open_database, AppState, Config};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why hosting could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("could not listen on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: std::io::Error },
+    #[error(transparent)]
+    Server(#[from] multichat_server::Error),
+}
+
+/// Where and how to host.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// The address to listen on: `0.0.0.0:8000` serves the whole LAN.
+    pub bind: SocketAddr,
+    /// Where the hosted server keeps its database.
+    pub data_dir: PathBuf,
+}
+
+/// A server running inside the app.
+pub struct Host {
+    addr: SocketAddr,
+    state: AppState,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Host {
+    /// Opens (creating and migrating) the host's database and starts serving.
+    pub async fn start(settings: &HostSettings) -> Result<Host, HostError> {
+        let db = open_database(None, &settings.data_dir).await?;
+        let listener = tokio::net::TcpListener::bind(settings.bind)
+            .await
+            .map_err(|cause| HostError::Bind { addr: settings.bind, cause })?;
+        let addr = listener.local_addr().map_err(|cause| HostError::Bind { addr: settings.bind, cause })?;
+        let state = AppState::new(db, Config::default(), CancellationToken::new())?;
+        let task = tokio::spawn(multichat_server::serve(listener, state.clone()));
+        tracing::info!(%addr, "hosting a server");
+        Ok(Host { addr, state, task })
+    }
+
+    /// The address it listens on (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the host must still create its server's admin account (no account exists yet).
+    pub async fn needs_admin(&self) -> Result<bool, HostError> {
+        Ok(self.state.db.count_users().await? == 0)
+    }
+
+    /// Creates the first admin (staff too) of the hosted server.
+    pub async fn create_admin(&self, username: &str, password: &str) -> Result<(), HostError> {
+        let rights = Rights { is_staff: true, is_admin: true };
+        accounts::create(&self.state.db, &self.state.passwords, username, password, rights).await?;
+        Ok(())
+    }
+
+    /// Stops accepting, closes every chat socket with 1001, and waits until the server has stopped.
+    pub async fn stop(self) {
+        self.state.shutdown.cancel();
+        if let Ok(Err(err)) = self.task.await {
+            tracing::warn!(cause = %err, "the hosted server stopped with an error");
+        }
+        self.state.db.close().await;
+        tracing::info!(addr = %self.addr, "stopped hosting");
+    }
+}
