@@ -66,8 +66,10 @@ impl Writer {
 async fn run(db: Db, hub: Arc<Hub>, mut pending: mpsc::Receiver<Pending>, stats: Arc<Stats>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
-        match db.store_batch(&messages).await {
+        let messages: Vec<&NewMessage> = batch.iter().map(|p| &p.message).collect();
+        let stored = db.store_batch(&messages).await;
+        drop(messages);
+        match stored {
             Ok(outcomes) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats.messages.fetch_add(outcomes.len() as u64, Ordering::Relaxed);

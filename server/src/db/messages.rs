@@ -72,11 +72,11 @@ impl Db {
     ///
     /// Each message advances its room's counter in the statement that also checks the author's current
     /// staff rights, so ids are dense and a just-demoted author is refused.
-    pub async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<Result<Stored, Error>>, Error> {
+    pub async fn store_batch(&self, batch: &[&NewMessage]) -> Result<Vec<Result<Stored, Error>>, Error> {
         let created_at = now_ms();
         let mut tx = self.begin_write().await?;
         let mut results = Vec::with_capacity(batch.len());
-        for message in batch {
+        for &message in batch {
             let result = match &message.nonce {
                 None => store_one(&mut tx, message, created_at).await,
                 // A concurrent retry on another node can collide on the nonce's key; a savepoint keeps that
