@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --workspace
+
+# The desktop's credential store against REAL keyrings: the kernel's (in a fresh session keyring) and a
+# Secret Service (gnome-keyring, unlocked, on a private D-Bus with a throwaway home).
+MULTICHAT_KEYRING_BACKEND=keyutils keyctl session - \
+  cargo test -p multichat-desktop --test keyring_backend -- --ignored
+keyring_home=$(mktemp -d)
+trap 'rm -rf "$keyring_home"' EXIT
+CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" HOME="$keyring_home" \
+  MULTICHAT_KEYRING_BACKEND=secret-service dbus-run-session -- bash -c \
+  'eval "$(printf unlock | gnome-keyring-daemon --unlock --components=secrets | sed "s/^/export /")"
+   cargo test -p multichat-desktop --test keyring_backend -- --ignored'
+
 cargo build -p multichat-server
 cd ui-tests
 [ -d node_modules ] || npm ci --no-audit --no-fund

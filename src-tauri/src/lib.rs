@@ -1,8 +1,10 @@
 //! The MultiChat desktop app: the Tauri v2 shell that loads the web client from `ui/`.
 //!
-//! So far: the window, the settings store, the app icon, and [`host`], the embedded server behind the
-//! "Host server" toggle. The Rust-side connection (one socket for all windows) and the keyring come next.
+//! So far: the window, the settings store, the app icon, [`host`] (the embedded server behind the "Host
+//! server" toggle) and [`credentials`] (remembered logins in the OS keyring). The Rust-side connection (one
+//! socket for all windows) and the commands that give the client its server come next.
 
+pub mod credentials;
 pub mod host;
 
 /// Runs the app until its last window closes.
