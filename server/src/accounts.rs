@@ -1,4 +1,4 @@
-//! Creating accounts: the one path that the admin API, the CLI and tests all take.
+//! Creating accounts and checking room titles: the one path that the admin API, the CLI and tests all take.
 
 use crate::auth::Passwords;
 use crate::db::{Db, NewUser, User};

@@ -13,6 +13,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// POSTs `body` as JSON (with a bearer token, if given) and returns the JSON answer.
+async fn post(url: &str, token: Option<&str>, body: Value) -> Value {
+    let mut request = reqwest::Client::builder().timeout(WAIT).build().unwrap().post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_hosted_server_serves_chat_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -24,27 +33,10 @@ async fn a_hosted_server_serves_chat_and_stops_cleanly() {
     host.create_admin("host", "host-pw").await.unwrap();
     assert!(!host.needs_admin().await.unwrap());
 
-    let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
-    let login: Value = http
-        .post(format!("http://{addr}/api/login"))
-        .json(&json!({ "username": "host", "password": "host-pw" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login =
+        post(&format!("http://{addr}/api/login"), None, json!({ "username": "host", "password": "host-pw" })).await;
     let token = login["token"].as_str().unwrap();
-    let room: Value = http
-        .post(format!("http://{addr}/api/admin/rooms"))
-        .bearer_auth(token)
-        .json(&json!({ "title": "LAN party" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let room = post(&format!("http://{addr}/api/admin/rooms"), Some(token), json!({ "title": "LAN party" })).await;
     let room = room["id"].as_i64().unwrap();
 
     let mut request = format!("ws://{addr}/chat/stream/").into_client_request().unwrap();
