@@ -4,6 +4,8 @@
 
 use keyring::{Entry, Error as KeyringError};
 
+use crate::error::{Error, Result};
+
 /// The service name the app's entries are filed under.
 pub const SERVICE: &str = "app.multichat.desktop";
 
@@ -21,24 +23,13 @@ impl Login {
     }
 }
 
-/// Why a login could not be remembered, recalled or forgotten; each says what the person can do.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    #[error("no keyring is available on this computer, so this login cannot be remembered; you will be asked to log in next time")]
-    Unavailable,
-    #[error("the keyring is locked; unlock it to remember this login")]
-    Locked,
-    #[error("the keyring refused: {0}")]
-    Keyring(#[source] KeyringError),
-}
-
 /// Where remembered tokens live (a trait, so the app logic is tested without touching a real keyring).
 pub trait CredentialStore: Send + Sync {
-    fn save(&self, login: &Login, token: &str) -> Result<(), CredentialError>;
+    fn save(&self, login: &Login, token: &str) -> Result<()>;
     /// The remembered token, if any.
-    fn load(&self, login: &Login) -> Result<Option<String>, CredentialError>;
+    fn load(&self, login: &Login) -> Result<Option<String>>;
     /// Forgets the token (nothing remembered is not an error).
-    fn forget(&self, login: &Login) -> Result<(), CredentialError>;
+    fn forget(&self, login: &Login) -> Result<()>;
 }
 
 /// Which OS keyring holds the tokens.
@@ -84,7 +75,7 @@ impl Keyring {
         self.backend
     }
 
-    fn entry(&self, login: &Login) -> Result<Entry, CredentialError> {
+    fn entry(&self, login: &Login) -> Result<Entry> {
         let user = login.entry_name();
         match self.backend {
             #[cfg(target_os = "linux")]
@@ -104,16 +95,16 @@ impl Keyring {
 }
 
 impl CredentialStore for Keyring {
-    fn save(&self, login: &Login, token: &str) -> Result<(), CredentialError> {
+    fn save(&self, login: &Login, token: &str) -> Result<()> {
         match self.entry(login)?.set_password(token) {
             Ok(()) => Ok(()),
             // keyutils outside any session keyring has nowhere to put it.
-            Err(KeyringError::NoEntry) => Err(CredentialError::Unavailable),
+            Err(KeyringError::NoEntry) => Err(Error::KeyringUnavailable),
             Err(err) => Err(refusal(err)),
         }
     }
 
-    fn load(&self, login: &Login) -> Result<Option<String>, CredentialError> {
+    fn load(&self, login: &Login) -> Result<Option<String>> {
         match self.entry(login)?.get_password() {
             Ok(token) => Ok(Some(token)),
             Err(KeyringError::NoEntry) => Ok(None),
@@ -121,7 +112,7 @@ impl CredentialStore for Keyring {
         }
     }
 
-    fn forget(&self, login: &Login) -> Result<(), CredentialError> {
+    fn forget(&self, login: &Login) -> Result<()> {
         match self.entry(login)?.delete_credential() {
             Ok(()) | Err(KeyringError::NoEntry) => Ok(()),
             Err(err) => Err(refusal(err)),
@@ -134,24 +125,24 @@ impl CredentialStore for Keyring {
 pub struct NoKeyring;
 
 impl CredentialStore for NoKeyring {
-    fn save(&self, _: &Login, _: &str) -> Result<(), CredentialError> {
-        Err(CredentialError::Unavailable)
+    fn save(&self, _: &Login, _: &str) -> Result<()> {
+        Err(Error::KeyringUnavailable)
     }
 
-    fn load(&self, _: &Login) -> Result<Option<String>, CredentialError> {
+    fn load(&self, _: &Login) -> Result<Option<String>> {
         Ok(None)
     }
 
-    fn forget(&self, _: &Login) -> Result<(), CredentialError> {
+    fn forget(&self, _: &Login) -> Result<()> {
         Ok(())
     }
 }
 
-fn refusal(err: KeyringError) -> CredentialError {
+fn refusal(err: KeyringError) -> Error {
     match err {
-        KeyringError::PlatformFailure(_) => CredentialError::Unavailable,
-        KeyringError::NoStorageAccess(_) => CredentialError::Locked,
-        other => CredentialError::Keyring(other),
+        KeyringError::PlatformFailure(_) => Error::KeyringUnavailable,
+        KeyringError::NoStorageAccess(_) => Error::KeyringLocked,
+        other => Error::Keyring(other),
     }
 }
 

@@ -11,14 +11,7 @@ use multichat_server::{open_database, AppState, Config};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Why hosting could not start or act.
-#[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    #[error("could not listen on {addr}: {cause}")]
-    Bind { addr: SocketAddr, cause: std::io::Error },
-    #[error(transparent)]
-    Server(#[from] multichat_server::Error),
-}
+use crate::error::{Error, Result};
 
 /// Where and how to host.
 #[derive(Debug, Clone)]
@@ -38,12 +31,12 @@ pub struct Host {
 
 impl Host {
     /// Opens (creating and migrating) the host's database and starts serving.
-    pub async fn start(settings: &HostSettings) -> Result<Host, HostError> {
+    pub async fn start(settings: &HostSettings) -> Result<Host> {
         let db = open_database(None, &settings.data_dir).await?;
         let listener = tokio::net::TcpListener::bind(settings.bind)
             .await
-            .map_err(|cause| HostError::Bind { addr: settings.bind, cause })?;
-        let addr = listener.local_addr().map_err(|cause| HostError::Bind { addr: settings.bind, cause })?;
+            .map_err(|cause| Error::Bind { addr: settings.bind, cause })?;
+        let addr = listener.local_addr().map_err(|cause| Error::Bind { addr: settings.bind, cause })?;
         let state = AppState::new(db, Config::default(), CancellationToken::new())?;
         let task = tokio::spawn(multichat_server::serve(listener, state.clone()));
         tracing::info!(%addr, "hosting a server");
@@ -56,12 +49,12 @@ impl Host {
     }
 
     /// Whether the host must still create its server's admin account (no account exists yet).
-    pub async fn needs_admin(&self) -> Result<bool, HostError> {
+    pub async fn needs_admin(&self) -> Result<bool> {
         Ok(self.state.db.count_users().await? == 0)
     }
 
     /// Creates the first admin (staff too) of the hosted server.
-    pub async fn create_admin(&self, username: &str, password: &str) -> Result<(), HostError> {
+    pub async fn create_admin(&self, username: &str, password: &str) -> Result<()> {
         let rights = Rights { is_staff: true, is_admin: true };
         accounts::create(&self.state.db, &self.state.passwords, username, password, rights).await?;
         Ok(())
@@ -76,4 +69,26 @@ impl Host {
         self.state.db.close().await;
         tracing::info!(addr = %self.addr, "stopped hosting");
     }
+}
+
+/// The addresses others can open to reach a server listening on `bind`: every non-loopback IPv4 address of
+/// this computer when it listens on all of them, else just its own; loopback last, for this computer.
+pub fn addresses(bind: SocketAddr) -> Vec<String> {
+    let port = bind.port();
+    let mut ips: Vec<std::net::IpAddr> = if bind.ip().is_unspecified() {
+        let mut lan: Vec<_> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|interface| interface.ip())
+            .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+            .collect();
+        lan.sort();
+        lan.dedup();
+        lan.push(std::net::Ipv4Addr::LOCALHOST.into());
+        lan
+    } else {
+        vec![bind.ip()]
+    };
+    ips.dedup();
+    ips.into_iter().map(|ip| format!("http://{}", SocketAddr::new(ip, port))).collect()
 }

@@ -1,17 +1,74 @@
-//! The MultiChat desktop app: the Tauri v2 shell that loads the web client from `ui/`.
+//! The MultiChat desktop app: the Tauri v2 shell around the web client in `ui/`.
 //!
-//! So far: the window, the settings store, the app icon, [`host`] (the embedded server behind the "Host
-//! server" toggle) and [`credentials`] (remembered logins in the OS keyring). The Rust-side connection (one
-//! socket for all windows) and the commands that give the client its server come next.
+//! The client's windows share ONE chat socket held here ([`connection`], routed by [`routing`]) and reach
+//! the server's HTTP API through here too ([`api`]), so the webview never holds the session token. Logins
+//! can be remembered in the OS keyring ([`credentials`]); "Host server" runs the server library inside the
+//! app ([`host`]); [`settings`] persist through `tauri-plugin-store`.
 
+pub mod address;
+pub mod api;
+mod commands;
+pub mod connection;
 pub mod credentials;
+mod desktop;
+pub mod error;
 pub mod host;
+pub mod routing;
+pub mod session;
+pub mod settings;
+mod windows;
 
-/// Runs the app until its last window closes.
+use tauri::{Manager, RunEvent, WindowEvent};
+
+use crate::desktop::Desktop;
+
+/// Runs the app until its last window closes, then stops hosting gracefully.
 pub fn run() {
-    let app = tauri::Builder::default().plugin(tauri_plugin_store::Builder::default().build());
-    if let Err(err) = app.run(tauri::generate_context!()) {
-        eprintln!("MultiChat could not start: {err}");
-        std::process::exit(1);
-    }
+    let app = tauri::Builder::default()
+        .plugin(tauri_plugin_store::Builder::default().build())
+        .plugin(tauri_plugin_notification::init())
+        .setup(|app| {
+            let data_dir = app.path().app_data_dir()?;
+            let desktop = Desktop::new(app.handle(), data_dir)?;
+            app.manage(desktop);
+            // Hosting was on when the app last ran: it comes back on.
+            let handle = app.handle().clone();
+            tauri::async_runtime::spawn(async move { handle.state::<Desktop>().apply_hosting().await });
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            if let WindowEvent::Destroyed = event {
+                let desktop = window.state::<Desktop>();
+                desktop.windows.detach(window.label());
+                let _ = desktop.sessions.with(|_, _, connection| connection.window_closed(window.label()));
+            }
+        })
+        .invoke_handler(tauri::generate_handler![
+            commands::session_restore,
+            commands::login,
+            commands::logout,
+            commands::settings_get,
+            commands::api_request,
+            commands::chat_attach,
+            commands::chat_send,
+            commands::chat_view,
+            commands::chat_notify,
+            commands::open_room_window,
+            commands::host_status,
+            commands::host_set,
+            commands::host_create_admin,
+        ])
+        .build(tauri::generate_context!());
+    let app = match app {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("MultiChat could not start: {err}");
+            std::process::exit(1);
+        }
+    };
+    app.run(|handle, event| {
+        if let RunEvent::Exit = event {
+            tauri::async_runtime::block_on(handle.state::<Desktop>().shut_down());
+        }
+    });
 }

@@ -86,6 +86,36 @@ test("rooms not in view count unread messages from others", () => {
   assert.equal(client.rooms.get(3)?.unread, 0);
 });
 
+test("messages said before a room was opened are neither unread nor news", () => {
+  const { transport, client } = setup();
+  /** @type {number[]} */
+  const fresh = [];
+  client.onfresh = (_room, message) => fresh.push(message.id);
+  client.open(3, "Lobby", 40); // the room's newest message is 40 when it is opened
+  client.open(4, "Games", 0);
+  for (let id = 38; id <= 42; id += 1) {
+    transport.onevent({ msg_type: 0, room: 3, username: "bob", message: `m${id}`, id, ts: id });
+  }
+  transport.onevent({ msg_type: 0, room: 3, username: "ann", message: "mine", id: 43, ts: 43 });
+  transport.onevent({ msg_type: 0, room: 3, username: "bob", message: "again", id: 42, ts: 42 });
+  assert.equal(client.rooms.get(3)?.unread, 2, "41 and 42 only");
+  assert.deepEqual(fresh, [41, 42], "own messages and repeats are not news either");
+});
+
+test("a transport that resumes by itself is not asked to rejoin or resend", () => {
+  const transport = new FakeTransport();
+  const resuming = Object.assign(transport, { resumes: true });
+  const client = new ChatClient(resuming, "ann", () => "n1");
+  transport.state("open");
+  client.open(3, "Lobby", 0);
+  client.say(3, "hello");
+  transport.take();
+  transport.state("reconnecting");
+  transport.state("open");
+  assert.deepEqual(transport.take(), []);
+  assert.equal(client.rooms.get(3)?.pending.get("n1")?.state, "sending", "still waiting for its ack");
+});
+
 test("a room the user is taken out of closes with a sentence saying why", () => {
   const { transport, client } = setup();
   client.open(5, "Staff room", 0);

@@ -3,7 +3,10 @@
 /**
  * @typedef {{ id: number, username: string, is_staff: boolean, is_admin: boolean, is_active: boolean }} User
  * @typedef {{ id: number, title: string, staff_only: boolean, ephemeral: boolean, last_message_id: number }} RoomInfo
+ * @typedef {{ status: number, body: any, retryAfter: number | null }} Answer  body: undefined when not JSON
  */
+
+export const UNREACHABLE = "The server cannot be reached. Check your connection and try again.";
 
 export class ApiError extends Error {
   /** @param {number} status 0 when the server could not be reached @param {string} message */
@@ -24,10 +27,12 @@ export class Api {
   }
 
   /**
+   * Makes one HTTP call; any answer is returned, only no answer at all throws. The desktop shell puts its
+   * own in place (the call goes through its Rust side).
    * @param {string} method @param {string} path @param {object} [body]
-   * @returns {Promise<any>}
+   * @returns {Promise<Answer>}
    */
-  async request(method, path, body) {
+  async exchange(method, path, body) {
     /** @type {Record<string, string>} */
     const headers = {};
     if (body !== undefined) headers["content-type"] = "application/json";
@@ -41,21 +46,33 @@ export class Api {
         credentials: "same-origin",
       });
     } catch {
-      throw new ApiError(0, "The server cannot be reached. Check your connection and try again.");
+      throw new ApiError(0, UNREACHABLE);
     }
-    if (response.status === 204) return null;
-    const data = await response.json().catch(() => undefined);
-    if (response.ok) {
-      if (data === undefined) throw new ApiError(response.status, "That address answers, but not as a MultiChat server.");
+    const retry = response.headers.get("retry-after");
+    return {
+      status: response.status,
+      body: response.status === 204 ? null : await response.json().catch(() => undefined),
+      retryAfter: retry === null ? null : Number(retry),
+    };
+  }
+
+  /**
+   * @param {string} method @param {string} path @param {object} [body]
+   * @returns {Promise<any>}
+   */
+  async request(method, path, body) {
+    const { status, body: data, retryAfter } = await this.exchange(method, path, body);
+    if (status === 204) return null;
+    if (status >= 200 && status < 300) {
+      if (data === undefined || data === null) throw new ApiError(status, "That address answers, but not as a MultiChat server.");
       return data;
     }
-    if (response.status === 429) {
-      const wait = response.headers.get("retry-after");
-      const seconds = wait === "1" ? "1 second" : `${wait ?? "a few"} seconds`;
+    if (status === 429) {
+      const seconds = retryAfter === 1 ? "1 second" : `${retryAfter ?? "a few"} seconds`;
       throw new ApiError(429, `Too many attempts. Try again in ${seconds}.`);
     }
-    const message = typeof data?.error === "string" ? data.error : `The server answered ${response.status}.`;
-    throw new ApiError(response.status, sentence(message));
+    const message = typeof data?.error === "string" ? data.error : `The server answered ${status}.`;
+    throw new ApiError(status, sentence(message));
   }
 
   /** @param {string} username @param {string} password @returns {Promise<{ token: string, user: User }>} */

@@ -15,6 +15,14 @@ import { renderAdmin } from "./admin.js";
  * @typedef {object} Environment
  * @property {Api} api
  * @property {(api: Api) => Transport} transport
+ * @property {(root: HTMLElement, why?: string) => void} [signedOut]  what to show once logged out (else the login page)
+ * @property {number} [only]  show just this room, with no room list or tabs (a room's own window)
+ * @property {(room: RoomInfo) => void} [openWindow]  opens a room in a window of its own
+ * @property {(room: RoomInfo | undefined, message: import("./protocol.js").ChatMessage) => void} [notify]  a new message from someone else
+ * @property {(room: number | null) => void} [viewing]  which room is in view (for notifications)
+ * @property {(title: string) => void} [title]  shows the window title (the unread count)
+ * @property {{ label: string, render: (page: HTMLElement) => void }} [extraTab]  a section of the shell's own
+ * @property {string[]} [notices]  things to tell the person when the chat opens
  */
 
 const REMEMBERED = "multichat.rooms";
@@ -89,14 +97,23 @@ function showLogin(root, env, why = "") {
   fill(root, h("main", { class: "center" }, form));
 }
 
+/**
+ * Starts the chat for a person already logged in (the desktop shell logs in by itself).
+ * @param {HTMLElement} root @param {Environment} env @param {User} me
+ */
+export function startChat(root, env, me) {
+  return showChat(root, env, me);
+}
+
 /** @param {HTMLElement} root @param {Environment} env @param {User} me */
 async function showChat(root, env, me) {
   const { api } = env;
   const client = new ChatClient(env.transport(api), me.username);
   /** @type {RoomInfo[]} */
   let rooms = [];
-  /** @type {"chat" | "admin" | "account"} */
+  /** @type {"chat" | "admin" | "account" | "extra"} */
   let tab = "chat";
+  const only = env.only;
 
   const status = h("p", { class: "status", role: "status" });
   const notices = h("div", { class: "notices" });
@@ -141,10 +158,16 @@ async function showChat(root, env, me) {
     if (up && messages.scrollTop < 40 && client.active !== null) client.loadOlder(client.active);
   });
 
+  /** @param {string} [why] */
+  function signedOut(why) {
+    if (env.signedOut) env.signedOut(root, why);
+    else showLogin(root, env, why);
+  }
+
   async function logout() {
     client.stop();
     await api.logout().catch(() => {});
-    showLogin(root, env);
+    signedOut();
   }
 
   async function refreshRooms() {
@@ -161,10 +184,12 @@ async function showChat(root, env, me) {
   }
 
   function drawTabs() {
-    /** @param {"chat" | "admin" | "account"} name @param {string} label */
+    /** @param {"chat" | "admin" | "account" | "extra"} name @param {string} label */
     const button = (name, label) =>
       h("button", { type: "button", "aria-pressed": String(tab === name), onclick: () => { tab = name; draw(); } }, label);
-    fill(tabs, button("chat", "Chat"), me.is_admin && button("admin", "Admin"), button("account", "Account"));
+    if (only !== undefined) return fill(tabs);
+    fill(tabs, button("chat", "Chat"), me.is_admin && button("admin", "Admin"), button("account", "Account"),
+      env.extraTab && button("extra", env.extraTab.label));
   }
 
   function drawRooms() {
@@ -197,8 +222,12 @@ async function showChat(root, env, me) {
       drawnRoom = null;
       return;
     }
+    const info = rooms.find((r) => r.id === room.id);
+    const openWindow = env.openWindow;
     fill(roomHeader, h("h2", {}, room.title),
-      h("button", { type: "button", class: "quiet", onclick: () => client.leave(room.id) }, "Leave"));
+      openWindow && only === undefined && info &&
+        h("button", { type: "button", class: "quiet", onclick: () => openWindow(info) }, "Open in new window"),
+      only === undefined && h("button", { type: "button", class: "quiet", onclick: () => client.leave(room.id) }, "Leave"));
     const atBottom = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
     const heightBefore = messages.scrollHeight;
     const oldest = room.oldest();
@@ -240,23 +269,55 @@ async function showChat(root, env, me) {
     other.hidden = tab === "chat";
     drawRooms();
     drawRoom();
-    localStorage.setItem(REMEMBERED, JSON.stringify([...client.rooms.keys()]));
+    drawTitle();
+    // A room's own window does not change which rooms the main window reopens.
+    if (only === undefined) localStorage.setItem(REMEMBERED, JSON.stringify([...client.rooms.keys()]));
     if (tab === "admin" && other.dataset.tab !== "admin") renderAdmin(other, api, (text) => client.notify(text));
     if (tab === "account" && other.dataset.tab !== "account") renderAccount(other, api);
+    if (tab === "extra" && other.dataset.tab !== "extra" && env.extraTab) {
+      other.dataset.tab = "extra";
+      env.extraTab.render(other);
+    }
     if (tab === "chat") other.dataset.tab = "";
+  }
+
+  /** @type {number | null | undefined} */
+  let viewed;
+  /** @type {string | undefined} */
+  let titled;
+
+  /** The window's title carries the unread count; the shell hears which room is in view. */
+  function drawTitle() {
+    let unread = 0;
+    for (const room of client.rooms.values()) unread += room.unread;
+    const name = only === undefined ? "MultiChat" : `${client.rooms.get(only)?.title ?? "Room"} — MultiChat`;
+    const title = unread > 0 ? `(${unread}) ${name}` : name;
+    if (title !== titled) {
+      titled = title;
+      document.title = title;
+      env.title?.(title);
+    }
+    const inView = tab === "chat" ? client.active : null;
+    if (inView !== viewed) {
+      viewed = inView;
+      env.viewing?.(inView);
+    }
   }
 
   client.onchange = draw;
   client.onroomschanged = refreshRooms;
-  client.onended = () => showLogin(root, env, "Your session has ended. Log in again.");
+  client.onended = () => signedOut("Your session has ended. Log in again.");
+  client.onfresh = (room, message) => env.notify?.(rooms.find((r) => r.id === room.id), message);
   await refreshRooms();
-  // The rooms open last time come back.
+  // The rooms open last time come back (in a room's own window, just that room).
   /** @type {number[]} */
-  const remembered = JSON.parse(localStorage.getItem(REMEMBERED) ?? "[]");
+  const remembered = only === undefined ? JSON.parse(localStorage.getItem(REMEMBERED) ?? "[]") : [only];
+  if (only !== undefined) chat.classList.add("single");
   for (const id of remembered) {
     const info = rooms.find((r) => r.id === id);
     if (info) client.open(info.id, info.title, info.last_message_id);
   }
+  for (const text of env.notices ?? []) client.notify(text);
   client.start();
   draw();
   input.focus();

@@ -37,6 +37,8 @@ export class ChatClient {
     this.onroomschanged = () => {};
     /** Called when the session is over. @type {(why: string) => void} */
     this.onended = () => {};
+    /** Called for a message that is new to the person and not their own (for a notification). @type {(room: Room, message: import("./protocol.js").ChatMessage) => void} */
+    this.onfresh = () => {};
     transport.onevent = (frame) => this.receive(protocol.read(frame));
     transport.onstate = (state, why) => this.connection(state, why);
   }
@@ -56,7 +58,7 @@ export class ChatClient {
   open(id, title, lastMessageId) {
     let room = this.rooms.get(id);
     if (!room) {
-      room = new Room(id, title, Math.max(0, lastMessageId - RECENT));
+      room = new Room(id, title, Math.max(0, lastMessageId - RECENT), lastMessageId);
       this.rooms.set(id, room);
       this.transport.send(protocol.join(id, room.since));
     }
@@ -129,6 +131,7 @@ export class ChatClient {
       // server never acknowledged, with the same nonces, so nothing is posted twice.
       for (const room of this.rooms.values()) {
         room.loadingOlder = false;
+        if (this.transport.resumes) continue;
         this.transport.send(protocol.join(room.id, room.seenUpTo()));
         for (const pending of room.pending.values()) {
           if (pending.state === "sending") this.transport.send(protocol.send(room.id, pending.text, pending.nonce));
@@ -144,7 +147,12 @@ export class ChatClient {
     switch (event.kind) {
       case "message": {
         const room = this.rooms.get(event.message.room);
-        if (room?.add(event.message) && this.active !== room.id && event.message.username !== this.me) room.unread += 1;
+        const message = event.message;
+        // Only what was said since the room was opened is news: the recent messages shown on opening are not.
+        if (room?.add(message) && message.id > room.liveFrom && message.username !== this.me) {
+          if (this.active !== room.id) room.unread += 1;
+          this.onfresh(room, message);
+        }
         break;
       }
       case "presence":

@@ -1,13 +1,17 @@
-// The browser's entry point: the page's own server, its cookie, and a WebSocket that reconnects.
+// The entry point. In a browser: the page's own server, its cookie, and a WebSocket that reconnects. In
+// the desktop shell: desktop.js, where the shell's Rust side does the talking to the server.
 
 import { Api, ApiError } from "./api.js";
 import { start } from "./app.js";
 import { WebSocketTransport } from "./transport.js";
+import { inShell } from "./shell.js";
 
 const api = new Api();
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 const root = document.getElementById("app");
-if (root) {
+if (root && inShell()) {
+  import("./desktop.js").then(({ startDesktop }) => startDesktop(root));
+} else if (root) {
   start(root, {
     api,
     transport: () =>

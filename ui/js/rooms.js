@@ -11,12 +11,15 @@ export class Room {
   /**
    * @param {number} id @param {string} title
    * @param {number} since the room is joined from here: everything up to it is not wanted (or held)
+   * @param {number} [liveFrom] the room's newest message when it was opened
    */
-  constructor(id, title, since = 0) {
+  constructor(id, title, since = 0, liveFrom = since) {
     this.id = id;
     this.title = title;
     /** Everything up to this id is held or known to be unavailable. */
     this.since = since;
+    /** Messages after this id are new to the person (the ones up to it were said before the room opened). */
+    this.liveFrom = liveFrom;
     /** @type {Map<number, ChatMessage>} */
     this.messages = new Map();
     /** Own messages sent but not yet acknowledged, by nonce, in sending order. @type {Map<string, Pending>} */

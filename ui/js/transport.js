@@ -11,6 +11,8 @@
  * @property {() => void} close                   stop for good
  * @property {(frame: any) => void} onevent       set by the client: one parsed server frame
  * @property {(state: ConnectionState, why?: string) => void} onstate  set by the client
+ * @property {boolean} [resumes]  true when the transport itself rejoins rooms and resends unacknowledged
+ *   messages after reconnecting (the desktop shell's does), so the client must not do it again
  */
 
 /** Close codes after which reconnecting cannot help: the session is over. */
