@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Every test of the product: the server's (Rust, each on SQLite and on PostgreSQL) and the web client's
-# (JSDoc types, unit tests, end-to-end tests in Chromium against the real server).
-# Needs PostgreSQL on 127.0.0.1:5432, Node.js and Debian's chromium: `bash .ci/run` installs them.
+# Every test of the product: the server's (Rust, each on SQLite and on PostgreSQL), the web client's (JSDoc
+# types, unit tests, end-to-end tests in Chromium against the real server) and the desktop app's (Rust, real
+# keyrings, end-to-end through WebDriver under Xvfb).
+# Needs PostgreSQL on 127.0.0.1:5432, Node.js, Debian's chromium, WebKitGTK with webkit2gtk-driver, Xvfb,
+# gnome-keyring and keyutils: `bash .ci/run` installs them.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --workspace
@@ -17,9 +19,21 @@ CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rust
   'eval "$(printf unlock | gnome-keyring-daemon --unlock --components=secrets | sed "s/^/export /")"
    cargo test -p multichat-desktop --test keyring_backend -- --ignored'
 
-cargo build -p multichat-server
+cargo build -p multichat-server -p multichat-desktop
+# tauri-driver (WebDriver for Tauri apps) is a cargo tool: installed once, outside the project.
+tools="${MULTICHAT_TOOLS:-$HOME/.cache/multichat/tools}"
+[ -x "$tools/bin/tauri-driver" ] || cargo install tauri-driver --version 2.1.0 --locked --root "$tools" --quiet
+export TAURI_DRIVER="$tools/bin/tauri-driver"
+
 cd ui-tests
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npx tsc -p tsconfig.json
 node --test unit/
 node --test --test-concurrency=1 e2e/
+
+# The desktop app end to end: a virtual screen, a private D-Bus with an unlocked keyring, a throwaway home.
+desktop_home=$(mktemp -d)
+trap 'rm -rf "$keyring_home" "$desktop_home"' EXIT
+HOME="$desktop_home" xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c \
+  'eval "$(printf unlock | gnome-keyring-daemon --unlock --components=secrets | sed "s/^/export /")"
+   node --test --test-concurrency=1 desktop/'

@@ -60,8 +60,6 @@ pub async fn api_request(
 /// A window's page starts: its frames go to `events` from now on. Returns the socket's state.
 #[tauri::command]
 pub fn chat_attach(desktop: State<'_, Desktop>, window: Window, events: Channel<Value>) -> Value {
-    // A page that starts again (reloaded) starts with no rooms.
-    let _ = desktop.sessions.with(|_, _, connection| connection.window_closed(window.label()));
     desktop.windows.attach(window.label(), events)
 }
 

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::routing::{Router, View};
+use crate::routing::{Router, To, View};
 
 /// How the socket is doing, as the client's transport names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,6 +34,8 @@ pub enum State {
 pub trait Windows: Send + Sync + 'static {
     /// One server frame for one window, as the server sent it.
     fn deliver(&self, window: &str, frame: &str);
+    /// One server frame for every window.
+    fn deliver_to_all(&self, frame: &str);
     /// The socket's state, for every window.
     fn state(&self, state: State, why: Option<&str>);
     /// A desktop notification.
@@ -269,8 +271,9 @@ impl Task {
     }
 
     fn relay(&mut self, text: &str) {
-        for (window, frame) in self.router.frame(text) {
-            self.windows.deliver(&window, &frame);
+        match self.router.frame(text) {
+            To::Windows(windows) => windows.iter().for_each(|window| self.windows.deliver(window, text)),
+            To::Everyone => self.windows.deliver_to_all(text),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod session;
 pub mod settings;
 mod windows;
 
+use tauri::webview::PageLoadEvent;
 use tauri::{Manager, RunEvent, WindowEvent};
 
 use crate::desktop::Desktop;
@@ -30,11 +31,19 @@ pub fn run() {
         .setup(|app| {
             let data_dir = app.path().app_data_dir()?;
             let desktop = Desktop::new(app.handle(), data_dir)?;
+            // Hosting was on when the app last ran: it comes back on, before the window asks for the
+            // remembered login (which may well be on this very server).
+            tauri::async_runtime::block_on(desktop.apply_hosting());
             app.manage(desktop);
-            // Hosting was on when the app last ran: it comes back on.
-            let handle = app.handle().clone();
-            tauri::async_runtime::spawn(async move { handle.state::<Desktop>().apply_hosting().await });
             Ok(())
+        })
+        .on_page_load(|webview, payload| {
+            // A page that starts (again, if reloaded) is in no room yet.
+            if payload.event() == PageLoadEvent::Started {
+                if let Some(desktop) = webview.try_state::<Desktop>() {
+                    let _ = desktop.sessions.with(|_, _, connection| connection.window_closed(webview.label()));
+                }
+            }
         })
         .on_window_event(|window, event| {
             if let WindowEvent::Destroyed = event {

@@ -7,7 +7,6 @@
 //! reconnect without the windows doing anything. Pure: no socket, no Tauri, so it is tested directly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -19,6 +18,14 @@ pub type Window = String;
 pub struct View {
     pub room: Option<i64>,
     pub focused: bool,
+}
+
+/// Who gets a frame from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To {
+    Windows(Vec<Window>),
+    /// Every window of the app (the room list changed, the session ends, …).
+    Everyone,
 }
 
 /// What to do with a window's command.
@@ -146,11 +153,10 @@ impl Router {
         self.rooms.get(&room)?.title.as_deref()
     }
 
-    /// Which windows get a frame from the server (the same bytes for each).
-    pub fn frame(&mut self, text: &str) -> Vec<(Window, Arc<str>)> {
-        let Ok(frame) = serde_json::from_str::<Value>(text) else { return vec![] };
-        let text: Arc<str> = Arc::from(text);
-        let to = |windows: Vec<Window>| windows.into_iter().map(|w| (w, text.clone())).collect();
+    /// Which windows get a frame from the server.
+    pub fn frame(&mut self, text: &str) -> To {
+        let Ok(frame) = serde_json::from_str::<Value>(text) else { return To::Windows(vec![]) };
+        let to = To::Windows;
         if let Some(nonce) = frame.get("ack").and_then(Value::as_str) {
             return to(self.sender_of(nonce).into_iter().collect());
         }
@@ -158,7 +164,7 @@ impl Router {
             if let Some(owner) = frame.get("nonce").and_then(Value::as_str).and_then(|n| self.sender_of(n)) {
                 return to(vec![owner]);
             }
-            let Some(room) = frame.get("room").and_then(room_id) else { return to(self.all_windows()) };
+            let Some(room) = frame.get("room").and_then(room_id) else { return To::Everyone };
             let windows = self.in_room(room);
             if matches!(frame["error"].as_str(), Some("ROOM_ACCESS_DENIED" | "ROOM_INVALID")) {
                 // Refused at the door or taken out: the socket is not in the room any more.
@@ -169,7 +175,7 @@ impl Router {
         if let Some(room) = frame.get("leave").and_then(room_id) {
             if let Some(count) = self.leaving.get_mut(&room).filter(|count| **count > 0) {
                 *count -= 1;
-                return vec![];
+                return to(vec![]);
             }
             let windows = self.in_room(room);
             self.rooms.remove(&room);
@@ -182,7 +188,7 @@ impl Router {
             return to(self.in_room(room));
         }
         let room = ["history", "gap", "room"].iter().find_map(|key| frame.get(*key).and_then(room_id));
-        let Some(room) = room else { return to(self.all_windows()) };
+        let Some(room) = room else { return To::Everyone };
         if frame.get("msg_type").and_then(Value::as_i64) == Some(0) {
             if let (Some(entry), Some(id)) = (self.rooms.get_mut(&room), frame["id"].as_i64()) {
                 entry.seen = Some(entry.seen.map_or(id, |seen| seen.max(id)));
@@ -199,13 +205,6 @@ impl Router {
     fn in_room(&self, room: i64) -> Vec<Window> {
         self.rooms.get(&room).map(|room| room.windows.iter().cloned().collect()).unwrap_or_default()
     }
-
-    /// Every window that has said anything: the ones in rooms and the ones that reported a view.
-    fn all_windows(&self) -> Vec<Window> {
-        let mut all: BTreeSet<Window> = self.views.keys().cloned().collect();
-        all.extend(self.rooms.values().flat_map(|room| room.windows.iter().cloned()));
-        all.into_iter().collect()
-    }
 }
 
 /// A room id as the protocol allows it: a number or a decimal string.
@@ -217,8 +216,11 @@ fn room_id(value: &Value) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn windows(routed: Vec<(Window, Arc<str>)>) -> Vec<String> {
-        routed.into_iter().map(|(w, _)| w).collect()
+    fn windows(to: To) -> Vec<String> {
+        match to {
+            To::Windows(windows) => windows,
+            To::Everyone => vec!["everyone".into()],
+        }
     }
 
     fn message(room: i64, id: i64) -> String {
@@ -233,7 +235,7 @@ mod tests {
         router.command("main", r#"{"command":"join","room":2}"#);
         assert_eq!(windows(router.frame(&message(1, 1))), ["main"]);
         assert_eq!(windows(router.frame(&message(2, 1))), ["main", "room-2"]);
-        assert_eq!(windows(router.frame(r#"{"rooms":"changed"}"#)), ["main", "room-2"]);
+        assert_eq!(windows(router.frame(r#"{"rooms":"changed"}"#)), ["everyone"]);
     }
 
     #[test]
@@ -247,7 +249,7 @@ mod tests {
         assert_eq!(windows(router.frame(&message(3, 1))), ["main"]);
         let last = router.command("main", r#"{"command":"leave","room":3}"#);
         assert_eq!(last.to_server.as_deref(), Some(r#"{"command":"leave","room":3}"#));
-        assert!(router.frame(r#"{"leave":"3"}"#).is_empty(), "the answer to our own leave is nobody's");
+        assert_eq!(router.frame(r#"{"leave":"3"}"#), To::Windows(vec![]), "the answer to our own leave is nobody's");
     }
 
     #[test]

@@ -51,6 +51,13 @@ impl Windows for AppWindows {
         }
     }
 
+    fn deliver_to_all(&self, frame: &str) {
+        let event = json!({ "kind": "frame", "frame": frame });
+        for channel in lock(&self.channels).values() {
+            let _ = channel.send(event.clone());
+        }
+    }
+
     fn state(&self, state: State, why: Option<&str>) {
         let mut current = lock(&self.state);
         let event = state_event(current.0 + 1, state, why);

@@ -152,6 +152,9 @@ impl Windows for Recorder {
     fn deliver(&self, window: &str, frame: &str) {
         let _ = self.0.send(Seen::Frame(window.to_owned(), serde_json::from_str(frame).unwrap()));
     }
+    fn deliver_to_all(&self, frame: &str) {
+        self.deliver("everyone", frame);
+    }
     fn state(&self, state: State, why: Option<&str>) {
         let _ = self.0.send(Seen::State(state, why.map(str::to_owned)));
     }
@@ -284,6 +287,11 @@ async fn every_window_shares_one_socket_and_gets_only_its_rooms_frames() {
     assert_eq!(texts(&frames["main"]), ["in the lobby", "in games"]);
     assert_eq!(texts(&frames["room-games"]), ["in games"], "not the lobby's");
     assert_eq!(proxy.accepted(), 1, "one socket for both windows");
+
+    // What concerns no room in particular reaches every window.
+    server.room("Chess").await;
+    let changed = watch.frames_until(|_, frame| frame["rooms"] == "changed").await;
+    assert!(changed.contains_key("everyone"), "{changed:?}");
 
     // A notification comes once, and not for a room a focused window shows.
     connection.view("main", View { room: Some(lobby), focused: true });

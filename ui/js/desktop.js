@@ -173,7 +173,7 @@ async function renderHost(panel, adminCreated) {
     h("p", {}, "Others on your network can then log in to it from their MultiChat app or a browser. It keeps running while the app is open, and starts again with the app."),
     h("label", { class: "check" }, toggle, "Host server"),
     form,
-    h("p", { id: "ip-hint", class: "hint" }, "0.0.0.0 serves every network this computer is on."),
+    h("p", { id: "ip-hint", class: "note" }, "0.0.0.0 serves every network this computer is on."),
     state,
     result,
     status.running && status.needs_admin && adminForm(status, () => renderHost(panel, adminCreated), adminCreated));

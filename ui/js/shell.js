@@ -60,6 +60,8 @@ export class ShellTransport {
     this.stopped = false;
     /** The newest state event seen: the one returned on attaching may be older than one already sent. */
     this.stateSeq = -1;
+    /** @type {Promise<void> | undefined} */
+    this.attached = undefined;
     /** @type {(frame: any) => void} */
     this.onevent = () => {};
     /** @type {(state: import("./transport.js").ConnectionState, why?: string) => void} */
@@ -68,6 +70,16 @@ export class ShellTransport {
 
   connect() {
     this.stopped = false;
+    this.attach();
+  }
+
+  /**
+   * Hands the shell this window's channel, once; whatever is sent waits for it, so that no answer can
+   * come back before the window is there to take it.
+   * @returns {Promise<void>}
+   */
+  attach() {
+    if (this.attached) return this.attached;
     const channel = new (tauri().core.Channel)();
     /** @param {any} event */
     const take = (event) => {
@@ -87,12 +99,14 @@ export class ShellTransport {
       }
     };
     channel.onmessage = take;
-    invoke("chat_attach", { events: channel }).then(take, () => this.onstate("closed", "Not logged in."));
+    this.attached = invoke("chat_attach", { events: channel }).then(take, () => this.onstate("closed", "Not logged in."));
+    return this.attached;
   }
 
   /** @param {object} command */
   send(command) {
-    invoke("chat_send", { command: JSON.stringify(command) }).catch(() => {});
+    const text = JSON.stringify(command);
+    this.attach().then(() => invoke("chat_send", { command: text })).catch(() => {});
     return this.state === "open";
   }
 

@@ -1,0 +1,213 @@
+// End-to-end harness for the desktop app: the real app binary driven through WebDriver (tauri-driver in
+// front of WebKitWebDriver), on the virtual screen and private D-Bus session that test.sh provides (Xvfb,
+// an unlocked gnome-keyring). Each test gets its own home directory, so its settings start empty.
+
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Builder, By, Key, until } from "selenium-webdriver";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(here, "../../target");
+export const APP = process.env.MULTICHAT_DESKTOP_BIN ?? path.join(targetDir, "debug/multichat-desktop");
+const TAURI_DRIVER = process.env.TAURI_DRIVER ?? "tauri-driver";
+export const SCREENSHOTS = path.join(here, "../screenshots");
+export { By, Key, until };
+
+/** How long to wait for anything the app should show. */
+export const WAIT = 15_000;
+
+/** A free loopback port. @returns {Promise<number>} */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = /** @type {import("node:net").AddressInfo} */ (probe.address());
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** @param {number} ms */
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A tauri-driver whose apps run with `home` as their home (their settings and data live there).
+ * @param {string} home
+ */
+export async function startDriver(home) {
+  const port = await freePort();
+  const nativePort = await freePort();
+  const child = spawn(TAURI_DRIVER, ["--port", String(port), "--native-port", String(nativePort)], {
+    env: {
+      ...process.env,
+      HOME: home,
+      XDG_DATA_HOME: path.join(home, ".local/share"),
+      XDG_CONFIG_HOME: path.join(home, ".config"),
+      XDG_CACHE_HOME: path.join(home, ".cache"),
+      NO_AT_BRIDGE: "1",
+    },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let log = "";
+  child.stderr.on("data", (chunk) => (log += chunk));
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/status`);
+      if (response.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`tauri-driver did not start:\n${log}`);
+    await sleep(100);
+  }
+  return {
+    /** Starts the app: a new WebDriver session is a new app process. */
+    async open() {
+      const driver = await new Builder()
+        .usingServer(`http://127.0.0.1:${port}/`)
+        .withCapabilities({ browserName: "wry", "tauri:options": { application: APP } })
+        .build();
+      await driver.manage().setTimeouts({ implicit: 0, script: WAIT });
+      return driver;
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        child.kill();
+        await exited;
+      }
+    },
+  };
+}
+
+/** A fresh home directory. */
+export function homeDir() {
+  return mkdtempSync(path.join(tmpdir(), "multichat-desktop-"));
+}
+
+/** @param {string} dir */
+export function removeDir(dir) {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * The element matching `css` once it is there and shown.
+ * @param {import("selenium-webdriver").WebDriver} driver @param {string} css
+ */
+export async function shown(driver, css) {
+  const element = await driver.wait(until.elementLocated(By.css(css)), WAIT, `nothing matches ${css}`);
+  await driver.wait(until.elementIsVisible(element), WAIT, `${css} is not shown`);
+  return element;
+}
+
+/**
+ * Waits until the element matching `css` contains `text`. The client redraws often, so an element may be
+ * replaced while it is read: that is read again, not a failure.
+ * @param {import("selenium-webdriver").WebDriver} driver @param {string} css @param {string} text
+ */
+export async function showsText(driver, css, text) {
+  await driver.wait(async () => {
+    try {
+      for (const element of await driver.findElements(By.css(css))) if ((await element.getText()).includes(text)) return true;
+    } catch (e) {
+      if (!isStale(e)) throw e;
+    }
+    return false;
+  }, WAIT, `${css} never shows "${text}"`);
+}
+
+/** @param {unknown} e */
+function isStale(e) {
+  return e instanceof Error && e.name === "StaleElementReferenceError";
+}
+
+/**
+ * Types into the field named `name` (replacing what is there).
+ * @param {import("selenium-webdriver").WebDriver} driver @param {string} name @param {string} text
+ */
+export async function type(driver, name, text) {
+  const input = await shown(driver, `input[name=${name}]`);
+  await input.clear();
+  await input.sendKeys(text);
+}
+
+/**
+ * Clicks what `locator` finds once it is shown, finding it again if a redraw replaced it.
+ * @param {import("selenium-webdriver").WebDriver} driver @param {import("selenium-webdriver").Locator} locator
+ * @param {string} what
+ */
+export async function click(driver, locator, what) {
+  await driver.wait(async () => {
+    try {
+      const element = await driver.findElement(locator);
+      if (!(await element.isDisplayed())) return false;
+      await element.click();
+      return true;
+    } catch (e) {
+      if (isStale(e) || (e instanceof Error && e.name === "NoSuchElementError")) return false;
+      throw e;
+    }
+  }, WAIT, `could not click ${what}`);
+}
+
+/** Clicks the button reading `text`. @param {import("selenium-webdriver").WebDriver} driver @param {string} text */
+export function press(driver, text) {
+  return click(driver, By.xpath(`//button[normalize-space(.)=${JSON.stringify(text)}]`), `the button "${text}"`);
+}
+
+/** The label of the window the driver is in (`main`, `room-3`). @param {import("selenium-webdriver").WebDriver} driver */
+export function label(driver) {
+  return driver.executeScript("return window.__TAURI__.window.getCurrentWindow().label");
+}
+
+/**
+ * Switches to the window labelled `wanted`, waiting for it to open.
+ * @param {import("selenium-webdriver").WebDriver} driver @param {string} wanted
+ */
+export async function switchTo(driver, wanted) {
+  await driver.wait(async () => {
+    for (const handle of await driver.getAllWindowHandles()) {
+      await driver.switchTo().window(handle);
+      if ((await label(driver)) === wanted) return true;
+    }
+    return false;
+  }, WAIT, `no window ${wanted}`);
+}
+
+/** Saves a screenshot of the window the driver is in. @param {import("selenium-webdriver").WebDriver} driver @param {string} name */
+export async function screenshot(driver, name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await sleep(800);
+  writeFileSync(path.join(SCREENSHOTS, `${name}.png`), await driver.takeScreenshot(), "base64");
+}
+
+/** Whether an X window with exactly this title exists (the native title, not the page's). @param {string} title */
+export function nativeWindowTitled(title) {
+  const escaped = title.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return spawnSync("xdotool", ["search", "--name", `^${escaped}$`], { encoding: "utf8" }).status === 0;
+}
+
+/** The entries the app filed in the Secret Service. */
+export function keyringEntries() {
+  const result = spawnSync("secret-tool", ["search", "--all", "service", "app.multichat.desktop"], { encoding: "utf8" });
+  return (result.stdout + result.stderr).split("\n").filter((line) => line.startsWith("attribute.username"));
+}
+
+/**
+ * Records desktop notifications sent on the session bus (the Notify calls to the notification service).
+ * @returns {{ seen: () => string, stop: () => void }}
+ */
+export function watchNotifications() {
+  const child = spawn("dbus-monitor", ["--session", "interface='org.freedesktop.Notifications',member='Notify'"], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  let out = "";
+  child.stdout.on("data", (chunk) => (out += chunk));
+  return { seen: () => out, stop: () => child.kill() };
+}
