@@ -37,3 +37,17 @@ trap 'rm -rf "$keyring_home" "$desktop_home"' EXIT
 HOME="$desktop_home" xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c \
   'eval "$(printf unlock | gnome-keyring-daemon --unlock --components=secrets | sed "s/^/export /")"
    node --test --test-concurrency=1 desktop/'
+
+# The .deb the Tauri bundler makes: it installs, and the installed app starts and shows its login window.
+cd ../src-tauri
+[ -d node_modules ] || npm ci --no-audit --no-fund
+npx tauri build --bundles deb
+deb=$(ls -t "${CARGO_TARGET_DIR:-../target}"/release/bundle/deb/*.deb | head -n 1)
+if [ "$(id -u)" = 0 ]; then
+  dpkg -i "$deb"
+  cd ../ui-tests
+  HOME="$desktop_home" MULTICHAT_DESKTOP_BIN=/usr/bin/multichat-desktop \
+    xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- node --test package/
+else
+  echo "skipped: installing $deb needs root (sudo dpkg -i it, then run node --test package/ in ui-tests)" >&2
+fi

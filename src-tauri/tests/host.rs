@@ -63,3 +63,12 @@ async fn a_hosted_server_serves_chat_and_stops_cleanly() {
     assert!(!again.needs_admin().await.unwrap());
     again.stop().await;
 }
+
+#[test]
+fn the_addresses_shown_are_the_ones_others_can_open() {
+    use multichat_desktop::host::addresses;
+    assert_eq!(addresses("192.168.1.20:8000".parse().unwrap()), ["http://192.168.1.20:8000"]);
+    let all = addresses("0.0.0.0:8000".parse().unwrap());
+    assert_eq!(all.last().map(String::as_str), Some("http://127.0.0.1:8000"), "this computer's own, last");
+    assert!(all.iter().all(|a| a.starts_with("http://") && a.ends_with(":8000") && !a.contains("0.0.0.0")), "{all:?}");
+}
