@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as web from "../e2e/harness.js";
 import {
   By, Key, WAIT, click, freePort, homeDir, keyringEntries, nativeWindowTitled, removeDir, screenshot, shown, showsText,
-  press, sleep, startDriver, switchTo, type, watchNotifications,
+  hasValue, press, sleep, startDriver, switchTo, type, watchNotifications,
 } from "./harness.js";
 
 /** No test may hang: each gets this long. */
@@ -109,8 +109,7 @@ test("log in with remember me, chat with a browser, a room in its own window, ba
     await app.quit();
     app = await driver.open();
     await shown(app, "input[name=password]");
-    assert.equal(await (await shown(app, "input[name=server]")).getAttribute("value"), `http://127.0.0.1:${server.port}`,
-      "the last server is offered");
+    await hasValue(app, "input[name=server]", `http://127.0.0.1:${server.port}`); // the last server is offered
   } catch (e) {
     if (app) await screenshot(app, "desktop-failed-chat").catch(() => {});
     throw e;
@@ -137,20 +136,20 @@ test("host a server with the toggle: its admin is created here, a browser logs i
     app = await driver.open();
     await type(app, "ip", "127.0.0.1");
     await type(app, "port", String(port));
-    await (await shown(app, "input[name=enabled]")).click();
+    await click(app, By.css("input[name=enabled]"), "the Host server toggle");
     await showsText(app, ".host-status", "Hosting");
     await showsText(app, ".addresses", url);
 
     // The first time, the host creates the server's admin; the login form is then filled in for it.
     await shown(app, "#admin-title");
-    const admin = await app.findElement({ css: "form[aria-labelledby=admin-title]" });
-    await (await admin.findElement({ css: "input[name=username]" })).sendKeys("host");
-    await (await admin.findElement({ css: "input[name=password]" })).sendKeys("host-pw");
+    const admin = await app.findElement(By.css("form[aria-labelledby=admin-title]"));
+    await admin.findElement(By.css("input[name=username]")).sendKeys("host");
+    await admin.findElement(By.css("input[name=password]")).sendKeys("host-pw");
     await screenshot(app, "desktop-host");
     await press(app, "Create administrator");
-    await app.wait(async () => (await app?.findElements({ css: "#admin-title" }))?.length === 0, WAIT);
-    await app.wait(async () =>
-      (await (await shown(/** @type {any} */ (app), "form[aria-labelledby=login-title] input[name=server]")).getAttribute("value")) === url, WAIT);
+    await app.wait(async () => (await app?.findElements(By.css("#admin-title")))?.length === 0, WAIT);
+    await hasValue(app, "form[aria-labelledby=login-title] input[name=server]", url);
+    await hasValue(app, "form[aria-labelledby=login-title] input[name=username]", "host");
     await type(app, "password", "host-pw");
     await press(app, "Log in");
 
@@ -178,7 +177,7 @@ test("host a server with the toggle: its admin is created here, a browser logs i
     await screenshot(app, "desktop-host-tab");
 
     // Off: the server stops (gracefully: the browser's socket is closed, it says it is reconnecting).
-    await (await shown(app, "input[name=enabled]")).click();
+    await click(app, By.css("input[name=enabled]"), "the Host server toggle");
     await showsText(app, ".host-status", "Not hosting");
     await assert.rejects(fetch(`${url}/api/setup`), "no longer listening");
     await guest.getByText("Reconnecting…").waitFor();

@@ -99,11 +99,13 @@ export function removeDir(dir) {
 /**
  * The element matching `css` once it is there and shown.
  * @param {import("selenium-webdriver").WebDriver} driver @param {string} css
+ * @returns {Promise<import("selenium-webdriver").WebElement>}
  */
-export async function shown(driver, css) {
-  const element = await driver.wait(until.elementLocated(By.css(css)), WAIT, `nothing matches ${css}`);
-  await driver.wait(until.elementIsVisible(element), WAIT, `${css} is not shown`);
-  return element;
+export function shown(driver, css) {
+  return retry(driver, async () => {
+    const element = await driver.findElement(By.css(css));
+    return (await element.isDisplayed()) && element;
+  }, `see ${css}`);
 }
 
 /**
@@ -128,32 +130,56 @@ function isStale(e) {
 }
 
 /**
- * Types into the field named `name` (replacing what is there).
- * @param {import("selenium-webdriver").WebDriver} driver @param {string} name @param {string} text
+ * Runs `act` until it succeeds: the client redraws often, and an element found a moment ago may have been
+ * replaced since (or not be there yet), which is a reason to look again, not a failure.
+ * @template T
+ * @param {import("selenium-webdriver").WebDriver} driver @param {() => Promise<T | false>} act @param {string} what
+ * @returns {Promise<T>}
  */
-export async function type(driver, name, text) {
-  const input = await shown(driver, `input[name=${name}]`);
-  await input.clear();
-  await input.sendKeys(text);
+export async function retry(driver, act, what) {
+  return /** @type {Promise<T>} */ (driver.wait(async () => {
+    try {
+      return await act();
+    } catch (e) {
+      if (isStale(e) || (e instanceof Error && ["NoSuchElementError", "ElementNotInteractableError"].includes(e.name))) return false;
+      throw e;
+    }
+  }, WAIT, `could not ${what}`));
 }
 
 /**
- * Clicks what `locator` finds once it is shown, finding it again if a redraw replaced it.
+ * Types into the field named `name` (replacing what is there).
+ * @param {import("selenium-webdriver").WebDriver} driver @param {string} name @param {string} text
+ */
+export function type(driver, name, text) {
+  return retry(driver, async () => {
+    const input = await driver.findElement(By.css(`input[name=${name}]`));
+    await input.clear();
+    await input.sendKeys(text);
+    return (await input.getAttribute("value")) === text;
+  }, `type into ${name}`);
+}
+
+/**
+ * Clicks what `locator` finds once it is shown.
  * @param {import("selenium-webdriver").WebDriver} driver @param {import("selenium-webdriver").Locator} locator
  * @param {string} what
  */
-export async function click(driver, locator, what) {
-  await driver.wait(async () => {
-    try {
-      const element = await driver.findElement(locator);
-      if (!(await element.isDisplayed())) return false;
-      await element.click();
-      return true;
-    } catch (e) {
-      if (isStale(e) || (e instanceof Error && e.name === "NoSuchElementError")) return false;
-      throw e;
-    }
-  }, WAIT, `could not click ${what}`);
+export function click(driver, locator, what) {
+  return retry(driver, async () => {
+    const element = await driver.findElement(locator);
+    if (!(await element.isDisplayed())) return false;
+    await element.click();
+    return true;
+  }, `click ${what}`);
+}
+
+/**
+ * Waits until the value of the field matching `css` is `value`.
+ * @param {import("selenium-webdriver").WebDriver} driver @param {string} css @param {string} value
+ */
+export function hasValue(driver, css, value) {
+  return retry(driver, async () => (await driver.findElement(By.css(css)).getAttribute("value")) === value, `see ${css} = ${value}`);
 }
 
 /** Clicks the button reading `text`. @param {import("selenium-webdriver").WebDriver} driver @param {string} text */

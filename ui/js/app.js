@@ -3,7 +3,7 @@
 
 import { Api, ApiError } from "./api.js";
 import { ChatClient } from "./client.js";
-import { h, fill, field } from "./dom.js";
+import { h, fill, field, accountFields, errorText } from "./dom.js";
 import { renderAdmin } from "./admin.js";
 
 /** @typedef {import("./api.js").User} User */
@@ -38,14 +38,9 @@ export async function start(root, env) {
     const me = await api.me().catch((e) => (e instanceof ApiError && e.status === 401 ? null : Promise.reject(e)));
     return me ? showChat(root, env, me) : showLogin(root, env);
   } catch (e) {
-    fill(root, h("main", { class: "card" }, h("h1", {}, "MultiChat"), h("p", { role: "alert" }, message(e)),
+    fill(root, h("main", { class: "card" }, h("h1", {}, "MultiChat"), h("p", { role: "alert" }, errorText(e)),
       h("button", { type: "button", onclick: () => start(root, env) }, "Try again")));
   }
-}
-
-/** @param {unknown} e */
-function message(e) {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /** @param {HTMLElement} root @param {Environment} env */
@@ -54,8 +49,7 @@ function showSetup(root, env) {
   const form = h("form", { class: "card", "aria-labelledby": "setup-title" },
     h("h1", { id: "setup-title" }, "Welcome to MultiChat"),
     h("p", {}, "No account exists yet. Create the administrator account: it can create rooms and other users."),
-    h("label", {}, "Username", h("input", { name: "username", autocomplete: "username", required: true })),
-    h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "new-password", required: true })),
+    accountFields(true),
     error,
     h("button", { type: "submit" }, "Create admin account"));
   form.addEventListener("submit", async (event) => {
@@ -64,7 +58,7 @@ function showSetup(root, env) {
       const { user } = await env.api.setup(field(form, "username"), field(form, "password"));
       showChat(root, env, user);
     } catch (e) {
-      error.textContent = message(e);
+      error.textContent = errorText(e);
     }
   });
   fill(root, h("main", { class: "center" }, form));
@@ -89,7 +83,7 @@ function showLogin(root, env, why = "") {
       const { user } = await env.api.login(field(form, "username"), field(form, "password"));
       showChat(root, env, user);
     } catch (e) {
-      error.textContent = e instanceof ApiError && e.status === 401 ? "Wrong username or password." : message(e);
+      error.textContent = e instanceof ApiError && e.status === 401 ? "Wrong username or password." : errorText(e);
     } finally {
       submit.disabled = false;
     }
@@ -179,7 +173,7 @@ async function showChat(root, env, me) {
       }
       draw();
     } catch (e) {
-      client.notify(message(e));
+      client.notify(errorText(e));
     }
   }
 
@@ -345,7 +339,7 @@ function renderAccount(page, api) {
       form.reset();
       result.textContent = "Your password was changed. Your other sessions were logged out.";
     } catch (e) {
-      result.textContent = e instanceof ApiError && e.status === 401 ? "The current password is not right." : message(e);
+      result.textContent = e instanceof ApiError && e.status === 401 ? "The current password is not right." : errorText(e);
     }
   });
   fill(page, form);

@@ -4,7 +4,7 @@
 
 import { ApiError } from "./api.js";
 import { startChat } from "./app.js";
-import { h, fill, field, checked } from "./dom.js";
+import { h, fill, field, checked, accountFields, errorText } from "./dom.js";
 import { ShellApi, ShellTransport, invoke, tauri, windowLabel } from "./shell.js";
 
 /** @typedef {{ server: string, user: import("./api.js").User, warning: string | null }} Session */
@@ -12,11 +12,6 @@ import { ShellApi, ShellTransport, invoke, tauri, windowLabel } from "./shell.js
  * @typedef {{ enabled: boolean, ip: string, port: number, running: boolean, addresses: string[],
  *   local: string | null, needs_admin: boolean, error: string | null }} HostStatus
  */
-
-/** @param {unknown} e */
-function message(e) {
-  return e instanceof Error ? e.message : String(e);
-}
 
 /** Starts the desktop client in `root`. @param {HTMLElement} root */
 export async function startDesktop(root) {
@@ -27,7 +22,7 @@ export async function startDesktop(root) {
     session = await invoke("session_restore");
   } catch (e) {
     // The remembered server is not reachable now: log in again (or elsewhere), with the reason shown.
-    if (!room) return showLogin(root, message(e));
+    if (!room) return showLogin(root, errorText(e));
   }
   if (room) {
     if (session) return showChat(root, session, Number(room[1]));
@@ -72,7 +67,11 @@ function showChat(root, session, only) {
       report();
     },
     title: (title) => tauri().window.getCurrentWindow().setTitle(title).catch(() => {}),
-    extraTab: only === undefined ? { label: "Host server", render: (page) => renderHost(page) } : undefined,
+    extraTab: only === undefined ? { label: "Host server", render: (page) => {
+      const card = h("section", { class: "card", "aria-labelledby": "host-title" });
+      fill(page, card);
+      renderHost(card);
+    } } : undefined,
   }, session.user);
 }
 
@@ -109,7 +108,7 @@ async function showLogin(root, why = "") {
       });
       showChat(root, session);
     } catch (e) {
-      error.textContent = e instanceof ApiError && e.status === 401 ? "Wrong username or password." : message(e);
+      error.textContent = e instanceof ApiError && e.status === 401 ? "Wrong username or password." : errorText(e);
     } finally {
       submit.disabled = false;
     }
@@ -131,13 +130,12 @@ async function showLogin(root, why = "") {
  * @param {HTMLElement} panel @param {(server: string, username: string) => void} [adminCreated]
  */
 async function renderHost(panel, adminCreated) {
-  panel.dataset.tab = "extra";
   /** @type {HostStatus} */
   let status;
   try {
     status = await invoke("host_status");
   } catch (e) {
-    fill(panel, h("p", { role: "alert" }, message(e)));
+    fill(panel, h("p", { role: "alert" }, errorText(e)));
     return;
   }
   const result = h("p", { class: "error", role: "alert" }, status.error ?? "");
@@ -152,7 +150,7 @@ async function renderHost(panel, adminCreated) {
     try {
       await invoke("host_set", { enabled, ip: field(form, "ip"), port: Number(field(form, "port")) });
     } catch (e) {
-      result.textContent = message(e);
+      result.textContent = errorText(e);
       return;
     }
     renderHost(panel, adminCreated);
@@ -163,8 +161,11 @@ async function renderHost(panel, adminCreated) {
     apply(toggle.checked);
   });
 
+  const thisComputerOnly = status.addresses.every((a) => /^http:\/\/(127\.|\[::1\])/.test(a));
   const state = status.running
-    ? h("div", {}, h("p", { class: "host-status running", role: "status" }, "Hosting. Others on your network can open:"),
+    ? h("div", {}, h("p", { class: "host-status running", role: "status" }, thisComputerOnly
+      ? "Hosting, for this computer only (use the address 0.0.0.0 to serve your network):"
+      : "Hosting. Others on your network can open:"),
       h("ul", { class: "addresses" }, status.addresses.map((a) => h("li", {}, a))))
     : h("p", { class: "host-status", role: "status" }, status.enabled ? "Not running." : "Not hosting.");
 
@@ -188,8 +189,7 @@ function adminForm(status, done, created) {
   const form = h("form", { class: "card wide", "aria-labelledby": "admin-title" },
     h("h3", { id: "admin-title" }, "Create the administrator of your server"),
     h("p", {}, "It can create rooms and the accounts of the people who will use your server."),
-    h("label", {}, "Username", h("input", { name: "username", autocomplete: "username", required: true })),
-    h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "new-password", required: true })),
+    accountFields(true),
     error,
     h("button", { type: "submit" }, "Create administrator"));
   form.addEventListener("submit", async (event) => {
@@ -198,7 +198,7 @@ function adminForm(status, done, created) {
     try {
       await invoke("host_create_admin", { username, password: field(form, "password") });
     } catch (e) {
-      error.textContent = message(e);
+      error.textContent = errorText(e);
       return;
     }
     done();

@@ -42,3 +42,20 @@ export function checked(form, name) {
   const input = form.elements.namedItem(name);
   return input instanceof HTMLInputElement && input.checked;
 }
+
+/**
+ * The username and password fields of a form that logs in (or, with `newPassword`, creates an account).
+ * @param {boolean} [newPassword] @returns {HTMLLabelElement[]}
+ */
+export function accountFields(newPassword = false) {
+  return [
+    h("label", {}, "Username", h("input", { name: "username", autocomplete: "username", required: true })),
+    h("label", {}, "Password",
+      h("input", { name: "password", type: "password", autocomplete: newPassword ? "new-password" : "current-password", required: true })),
+  ];
+}
+
+/** What to tell the person about an error. @param {unknown} e */
+export function errorText(e) {
+  return e instanceof Error ? e.message : String(e);
+}
