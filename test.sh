@@ -34,7 +34,8 @@ node --test --test-concurrency=1 e2e/
 # The desktop app end to end: a virtual screen, a private D-Bus with an unlocked keyring, a throwaway home.
 desktop_home=$(mktemp -d)
 trap 'rm -rf "$keyring_home" "$desktop_home"' EXIT
-HOME="$desktop_home" xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c \
+# (Bounded: a window waiting on something that never comes must fail the run, not hang it.)
+HOME="$desktop_home" timeout 900 xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c \
   'eval "$(printf unlock | gnome-keyring-daemon --unlock --components=secrets | sed "s/^/export /")"
    node --test --test-concurrency=1 desktop/'
 
@@ -46,8 +47,9 @@ deb=$(ls -t "${CARGO_TARGET_DIR:-../target}"/release/bundle/deb/*.deb | head -n 
 if [ "$(id -u)" = 0 ]; then
   dpkg -i "$deb"
   cd ../ui-tests
+  # No keyring here on purpose: the app must start without one (and without prompting for one).
   HOME="$desktop_home" MULTICHAT_DESKTOP_BIN=/usr/bin/multichat-desktop \
-    xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- node --test package/
+    timeout 300 xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- node --test package/
 else
   echo "skipped: installing $deb needs root (sudo dpkg -i it, then run node --test package/ in ui-tests)" >&2
 fi

@@ -1,12 +1,14 @@
 //! The server's HTTP API, called from the Rust side: the webview never talks to the server itself, so the
 //! server needs no CORS opening, and the session token never enters the webview.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::tls;
 
 /// One server, by its canonical base address ([`crate::address::normalize`]).
 #[derive(Clone)]
@@ -34,8 +36,12 @@ pub struct LoggedIn {
 const TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Server {
-    pub fn new(base: String) -> Server {
-        let client = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_default();
+    pub fn new(base: String, tls: &Arc<rustls::ClientConfig>) -> Server {
+        let client = reqwest::Client::builder().timeout(TIMEOUT).use_preconfigured_tls((**tls).clone()).build();
+        let client = client.unwrap_or_else(|err| {
+            tracing::error!(cause = %err, "no HTTP client with TLS; plain HTTP only");
+            reqwest::Client::default()
+        });
         Server { base, client }
     }
 
@@ -58,7 +64,11 @@ impl Server {
         }
         let response = request.send().await.map_err(|err| {
             tracing::debug!(cause = %err, server = %self.base, "no answer");
-            Error::Unreachable
+            if tls::is_untrusted(&err) {
+                Error::Untrusted
+            } else {
+                Error::Unreachable
+            }
         })?;
         let status = response.status().as_u16();
         let retry_after = response

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -15,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::routing::{Router, To, View};
 
@@ -72,11 +73,11 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Connection {
-    /// Opens the socket at `url` (`ws://host:port/chat/stream/`) with a session token, on the current
-    /// Tokio runtime.
-    pub fn open(url: String, token: String, windows: Arc<dyn Windows>) -> Connection {
+    /// Opens the socket at `url` (`ws://host:port/chat/stream/`, or `wss://`) with a session token, on the
+    /// current Tokio runtime.
+    pub fn open(url: String, token: String, tls: Arc<ClientConfig>, windows: Arc<dyn Windows>) -> Connection {
         let (inputs, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(Task { url, token, windows, router: Router::new(), inputs: rx }.run());
+        let task = tokio::spawn(Task { url, token, tls, windows, router: Router::new(), inputs: rx }.run());
         Connection { inputs, task }
     }
 
@@ -123,6 +124,7 @@ enum End {
 struct Task {
     url: String,
     token: String,
+    tls: Arc<ClientConfig>,
     windows: Arc<dyn Windows>,
     router: Router,
     inputs: mpsc::UnboundedReceiver<Input>,
@@ -164,7 +166,9 @@ impl Task {
         let bearer =
             HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| End::Over("bad token".into()))?;
         request.headers_mut().insert("authorization", bearer);
-        match tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request)).await {
+        let tls = Some(Connector::Rustls(self.tls.clone()));
+        let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, false, tls);
+        match tokio::time::timeout(TIMEOUT, connect).await {
             Ok(Ok((socket, _))) => Ok(socket),
             Ok(Err(tungstenite::Error::Http(response))) if response.status() == StatusCode::UNAUTHORIZED => {
                 Err(End::Over("Your session has ended. Log in again.".into()))

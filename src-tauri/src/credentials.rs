@@ -2,6 +2,8 @@
 //! user under the app's service name. Without a usable keyring, nothing is remembered and the person is
 //! told so; a token is never written to a plain file.
 
+use std::sync::OnceLock;
+
 use keyring::{Entry, Error as KeyringError};
 
 use crate::error::{Error, Result};
@@ -117,6 +119,45 @@ impl CredentialStore for Keyring {
             Ok(()) | Err(KeyringError::NoEntry) => Ok(()),
             Err(err) => Err(refusal(err)),
         }
+    }
+}
+
+/// The OS keyring, found when first needed: finding it can mean a prompt (a Secret Service that must create
+/// or unlock its keyring), which only someone who asked to be remembered should see, and not before the app's
+/// window is up. Without one, it behaves as [`NoKeyring`].
+#[derive(Debug, Default)]
+pub struct SystemKeyring {
+    found: OnceLock<Option<Keyring>>,
+}
+
+impl SystemKeyring {
+    fn keyring(&self) -> Option<&Keyring> {
+        self.found
+            .get_or_init(|| {
+                let found = Keyring::detect();
+                match &found {
+                    Some(keyring) => {
+                        tracing::info!(backend = ?keyring.backend(), "remembered logins go to the keyring")
+                    }
+                    None => tracing::warn!("no usable keyring: logins will not be remembered"),
+                }
+                found
+            })
+            .as_ref()
+    }
+}
+
+impl CredentialStore for SystemKeyring {
+    fn save(&self, login: &Login, token: &str) -> Result<()> {
+        self.keyring().ok_or(Error::KeyringUnavailable)?.save(login, token)
+    }
+
+    fn load(&self, login: &Login) -> Result<Option<String>> {
+        self.keyring().map_or(Ok(None), |keyring| keyring.load(login))
+    }
+
+    fn forget(&self, login: &Login) -> Result<()> {
+        self.keyring().map_or(Ok(()), |keyring| keyring.forget(login))
     }
 }
 

@@ -8,11 +8,12 @@ use serde_json::Value;
 use tauri::{AppHandle, Wry};
 use tauri_plugin_store::{Store, StoreExt};
 
-use crate::credentials::{CredentialStore, Keyring, NoKeyring};
+use crate::credentials::{CredentialStore, SystemKeyring};
 use crate::error::{Error, Result};
 use crate::host::{self, Host, HostSettings};
 use crate::session::Sessions;
 use crate::settings::{Hosting, Settings};
+use crate::tls;
 use crate::windows::AppWindows;
 
 /// The store file and the key the settings live under.
@@ -54,16 +55,10 @@ impl Desktop {
     pub fn new(app: &AppHandle, data_dir: PathBuf) -> Result<Desktop> {
         let store = app.store(STORE).map_err(|e| Error::Settings(e.to_string()))?;
         let settings = store.get(KEY).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-        let credentials: Arc<dyn CredentialStore> = match Keyring::detect() {
-            Some(keyring) => Arc::new(keyring),
-            None => {
-                tracing::warn!("no usable keyring: logins will not be remembered");
-                Arc::new(NoKeyring)
-            }
-        };
+        let credentials: Arc<dyn CredentialStore> = Arc::new(SystemKeyring::default());
         let windows = Arc::new(AppWindows::new(app.clone()));
         Ok(Desktop {
-            sessions: Sessions::new(credentials, windows.clone()),
+            sessions: Sessions::new(credentials, windows.clone(), tls::client_config(&[])?),
             windows,
             store,
             settings: Mutex::new(settings),

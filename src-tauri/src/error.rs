@@ -28,6 +28,10 @@ pub enum Error {
     Refused { status: u16, message: String, retry_after: Option<u64> },
     #[error("You are not logged in.")]
     NotLoggedIn,
+    #[error("The server's certificate is not trusted by this computer, so the connection was refused.")]
+    Untrusted,
+    #[error("Secure connections could not be set up: {0}.")]
+    Tls(String),
 
     // Hosting a server (host.rs).
     #[error("Could not listen on {addr}: {cause}.")]

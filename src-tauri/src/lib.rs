@@ -16,6 +16,7 @@ pub mod host;
 pub mod routing;
 pub mod session;
 pub mod settings;
+pub mod tls;
 mod windows;
 
 use tauri::webview::PageLoadEvent;

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rustls::ClientConfig;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -35,12 +36,22 @@ pub struct SessionInfo {
 pub struct Sessions {
     credentials: Arc<dyn CredentialStore>,
     windows: Arc<dyn Windows>,
+    tls: Arc<ClientConfig>,
     current: Mutex<Option<Current>>,
 }
 
 impl Sessions {
-    pub fn new(credentials: Arc<dyn CredentialStore>, windows: Arc<dyn Windows>) -> Sessions {
-        Sessions { credentials, windows, current: Mutex::new(None) }
+    pub fn new(credentials: Arc<dyn CredentialStore>, windows: Arc<dyn Windows>, tls: Arc<ClientConfig>) -> Sessions {
+        Sessions { credentials, windows, tls, current: Mutex::new(None) }
+    }
+
+    /// Uses the keyring off the async threads: it may block on D-Bus, or on a prompt to unlock it.
+    async fn keyring<T: Send + 'static>(
+        &self,
+        use_it: impl FnOnce(&dyn CredentialStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.credentials.clone();
+        tokio::task::spawn_blocking(move || use_it(&*store)).await.unwrap_or(Err(Error::KeyringUnavailable))
     }
 
     fn current(&self) -> MutexGuard<'_, Option<Current>> {
@@ -57,7 +68,7 @@ impl Sessions {
         password: &str,
         remember: bool,
     ) -> Result<SessionInfo> {
-        let server = Server::new(address::normalize(server)?);
+        let server = Server::new(address::normalize(server)?, &self.tls);
         let logged_in = match server.login(username, password).await {
             Err(Error::NotLoggedIn) if server.setup_needed().await.unwrap_or(false) => {
                 return Err(Error::Refused {
@@ -75,7 +86,8 @@ impl Sessions {
         settings.used_server(server.base());
         let mut warning = None;
         if remember {
-            match self.credentials.save(&login, &logged_in.token) {
+            let (entry, token) = (login.clone(), logged_in.token.clone());
+            match self.keyring(move |store| store.save(&entry, &token)).await {
                 Ok(()) => {
                     settings.remembered =
                         Some(Remembered { server: login.server.clone(), username: login.username.clone() });
@@ -85,7 +97,8 @@ impl Sessions {
         } else if settings.remembered.as_ref().is_some_and(|r| r.server == login.server && r.username == login.username)
         {
             // Logging in again without "remember me" takes back an earlier "remember me".
-            let _ = self.credentials.forget(&login);
+            let entry = login.clone();
+            let _ = self.keyring(move |store| store.forget(&entry)).await;
             settings.remembered = None;
         }
         let info = self.begin(server, logged_in.token, logged_in.user, login).await;
@@ -100,15 +113,16 @@ impl Sessions {
         }
         let Some(remembered) = settings.remembered.clone() else { return Ok(None) };
         let login = Login { server: remembered.server, username: remembered.username };
-        let Some(token) = self.credentials.load(&login)? else {
+        let entry = login.clone();
+        let Some(token) = self.keyring(move |store| store.load(&entry)).await? else {
             settings.remembered = None;
             return Ok(None);
         };
-        let server = Server::new(login.server.clone());
+        let server = Server::new(login.server.clone(), &self.tls);
         match server.me(&token).await {
             Ok(user) => Ok(Some(self.begin(server, token, user, login).await)),
             Err(Error::NotLoggedIn) => {
-                let _ = self.credentials.forget(&login);
+                let _ = self.keyring(move |store| store.forget(&login)).await;
                 settings.remembered = None;
                 Ok(None)
             }
@@ -123,7 +137,8 @@ impl Sessions {
         if let Some(previous) = previous {
             previous.connection.close().await;
         }
-        let connection = Connection::open(address::chat_url(server.base()), token.clone(), self.windows.clone());
+        let url = address::chat_url(server.base());
+        let connection = Connection::open(url, token.clone(), self.tls.clone(), self.windows.clone());
         let info = SessionInfo { server: server.base().to_owned(), user: user.clone(), warning: None };
         *self.current() = Some(Current { server, token, user, login, connection });
         info
@@ -154,7 +169,8 @@ impl Sessions {
         {
             settings.remembered = None;
         }
-        if let Err(err) = self.credentials.forget(&current.login) {
+        let entry = current.login.clone();
+        if let Err(err) = self.keyring(move |store| store.forget(&entry)).await {
             tracing::warn!(cause = %err, "could not forget the remembered login");
         }
         current.connection.close().await;

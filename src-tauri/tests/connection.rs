@@ -18,6 +18,8 @@ use multichat_desktop::host::{Host, HostSettings};
 use multichat_desktop::routing::View;
 use multichat_desktop::session::Sessions;
 use multichat_desktop::settings::Settings;
+use multichat_desktop::tls;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
@@ -209,7 +211,7 @@ impl Watch {
 
 fn open(url: String, token: String) -> (Connection, Watch) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Connection::open(url, token, Arc::new(Recorder(tx))), Watch(rx))
+    (Connection::open(url, token, tls::client_config(&[]).unwrap(), Arc::new(Recorder(tx))), Watch(rx))
 }
 
 /// Bob, on a plain WebSocket of his own.
@@ -388,8 +390,12 @@ impl CredentialStore for MemoryKeyring {
 }
 
 fn sessions(keyring: Arc<dyn CredentialStore>) -> (Sessions, Watch) {
+    sessions_trusting(keyring, &[])
+}
+
+fn sessions_trusting(keyring: Arc<dyn CredentialStore>, roots: &[CertificateDer<'static>]) -> (Sessions, Watch) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Sessions::new(keyring, Arc::new(Recorder(tx))), Watch(rx))
+    (Sessions::new(keyring, Arc::new(Recorder(tx)), tls::client_config(roots).unwrap()), Watch(rx))
 }
 
 #[tokio::test]
@@ -453,4 +459,53 @@ async fn a_token_the_server_refuses_is_forgotten_at_start() {
     let (next_start, _watch) = self::sessions(keyring.clone());
     assert!(next_start.restore(&mut settings).await.unwrap().is_none());
     assert_eq!(keyring.load(&login).unwrap(), None);
+}
+
+/// A TLS front for the server, as a company's reverse proxy would be: `https://localhost:PORT` with a
+/// certificate of a CA of its own, which it returns.
+async fn tls_front(upstream: SocketAddr) -> (u16, CertificateDer<'static>) {
+    let identity = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = identity.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_pair.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(client).await else { return };
+                let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (port, cert)
+}
+
+#[tokio::test]
+async fn an_https_server_is_reached_over_tls_and_one_with_an_untrusted_certificate_is_refused() {
+    let server = Server::start().await;
+    let lobby = server.room("Lobby").await;
+    let (port, ca) = tls_front(server.host.addr()).await;
+    let address = format!("https://localhost:{port}");
+    let mut settings = Settings::default();
+
+    let (trusting, mut watch) = sessions_trusting(Arc::new(NoKeyring), &[ca]);
+    let info = trusting.login(&mut settings, &address, "bob", "bob-pw", false).await.unwrap();
+    assert_eq!(info.server, address);
+    watch.until_state(State::Open).await; // wss:// through the same TLS front
+    trusting.with(|_, _, connection| connection.command("main", join(lobby, 0))).unwrap();
+    let joined = watch.frames_until(|_, frame| frame.get("join").is_some()).await;
+    assert_eq!(joined["main"][0]["title"], "Lobby");
+
+    let (wary, _watch) = sessions(Arc::new(NoKeyring));
+    let refused = wary.login(&mut settings, &address, "bob", "bob-pw", false).await.unwrap_err();
+    assert!(refused.to_string().contains("certificate is not trusted"), "{refused}");
 }

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // in a test, a panic is the failure report
 
-use multichat_desktop::credentials::{Backend, CredentialStore, Keyring, Login};
+use multichat_desktop::credentials::{Backend, CredentialStore, Keyring, Login, SystemKeyring};
 
 fn backend() -> Backend {
     match std::env::var("MULTICHAT_KEYRING_BACKEND").as_deref() {
@@ -33,6 +33,13 @@ fn a_remembered_token_is_recalled_per_server_and_user_then_forgotten() {
     assert_eq!(keyring.load(&ann_there).unwrap().as_deref(), Some("token-there"), "other servers are kept");
     keyring.forget(&ann_there).unwrap();
     keyring.forget(&ann_there).unwrap(); // forgetting twice is fine
-                                         // Each test environment has exactly one working backend, so detection must find that one.
+
+    // Each test environment has exactly one working backend, so detection must find that one, and the app's
+    // store (which detects on first use) must keep tokens there.
     assert_eq!(Keyring::detect().map(|k| k.backend()), Some(backend()), "detect finds the keyring that works here");
+    let app_store = SystemKeyring::default();
+    app_store.save(&ann_here, "token-app").unwrap();
+    assert_eq!(keyring.load(&ann_here).unwrap().as_deref(), Some("token-app"));
+    app_store.forget(&ann_here).unwrap();
+    assert_eq!(keyring.load(&ann_here).unwrap(), None);
 }
