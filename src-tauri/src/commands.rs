@@ -45,6 +45,20 @@ pub fn settings_get(desktop: State<'_, Desktop>) -> Value {
     serde_json::json!({ "recent_servers": settings.recent_servers, "remembered": settings.remembered })
 }
 
+/// The rooms this account had open last time.
+#[tauri::command]
+pub fn rooms_remembered(desktop: State<'_, Desktop>) -> Vec<i64> {
+    let account = desktop.sessions.account().unwrap_or_default();
+    desktop.settings().open_rooms.get(&account).cloned().unwrap_or_default()
+}
+
+/// Keeps the rooms open now for the next start.
+#[tauri::command]
+pub async fn rooms_remember(desktop: State<'_, Desktop>, rooms: Vec<i64>) -> Result<()> {
+    let account = desktop.sessions.account().ok_or(Error::NotLoggedIn)?;
+    desktop.change_settings(async |settings| settings.open_rooms.insert(account, rooms)).await.map(drop)
+}
+
 /// An HTTP call to the session's server, with its token.
 #[tauri::command]
 pub async fn api_request(

@@ -58,6 +58,8 @@ pub fn run() {
             commands::login,
             commands::logout,
             commands::settings_get,
+            commands::rooms_remembered,
+            commands::rooms_remember,
             commands::api_request,
             commands::chat_attach,
             commands::chat_send,

@@ -151,6 +151,11 @@ impl Sessions {
         Some(SessionInfo { server: current.server.base().to_owned(), user: current.user.clone(), warning: None })
     }
 
+    /// The session's account as settings name it: `ann@http://lan:8000`.
+    pub fn account(&self) -> Option<String> {
+        self.current().as_ref().map(|c| format!("{}@{}", c.login.username, c.login.server))
+    }
+
     /// Runs `f` with the session's server, token and connection.
     pub fn with<T>(&self, f: impl FnOnce(&Server, &str, &Connection) -> T) -> Result<T> {
         let current = self.current();

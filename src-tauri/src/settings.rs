@@ -19,6 +19,8 @@ pub struct Settings {
     /// The last login that asked to be remembered: the next start looks up its token in the keyring.
     pub remembered: Option<Remembered>,
     pub host: Hosting,
+    /// The rooms open in the main window, per account (`ann@http://lan:8000`), reopened at the next login.
+    pub open_rooms: std::collections::BTreeMap<String, Vec<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,11 +95,12 @@ test("log in with remember me, chat with a browser, a room in its own window, ba
     await switchTo(app, "main");
     await showsText(app, ".messages", "said in the room window");
 
-    // Restart: logged in from the keyring, no login window.
+    // Restart: logged in from the keyring, no login window, and the rooms that were open are open again.
     await app.quit();
     app = await driver.open();
-    await shown(app, "button.room");
+    await shown(app, "button.room.joined");
     await showsText(app, ".me", "ann");
+    assert.equal((await app.findElements(By.css("button.room.joined"))).length, 2, "Lobby and Games reopened");
     await screenshot(app, "desktop-restarted");
 
     // Logging out forgets the login everywhere: the keyring, the server, the next start.

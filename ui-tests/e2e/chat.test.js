@@ -264,3 +264,17 @@ test("opening a room shows its recent messages, and scrolling up loads older one
     assert.deepEqual(all, Array.from({ length: 120 }, (_, n) => `old ${n + 1}`), "every message once, in order");
   }, ["--messages-per-second", "1000"]);
 });
+
+test("the rooms open in a tab are open again after a reload", LIMIT, async () => {
+  await withServer(async (server) => {
+    const pat = await openPage(browser, server.url);
+    await logIn(pat, "pat", "pat-pw");
+    await pat.getByRole("button", { name: "Games" }).click();
+    await pat.getByRole("button", { name: "Lobby" }).click();
+    await pat.locator("button.room.joined").nth(1).waitFor();
+    await pat.reload();
+    await pat.getByRole("button", { name: "Log out" }).waitFor();
+    await pat.locator("button.room.joined").nth(1).waitFor();
+    assert.deepEqual(await pat.locator("button.room.joined .title").allTextContents(), ["Lobby", "Games"]);
+  });
+});

@@ -23,7 +23,20 @@ import { renderAdmin } from "./admin.js";
  * @property {(title: string) => void} [title]  shows the window title (the unread count)
  * @property {{ label: string, render: (page: HTMLElement) => void }} [extraTab]  a section of the shell's own
  * @property {string[]} [notices]  things to tell the person when the chat opens
+ * @property {RoomMemory} [roomMemory]  where the rooms open now are kept for next time (else this browser's storage)
  */
+
+/**
+ * @typedef {object} RoomMemory
+ * @property {() => Promise<number[]>} load
+ * @property {(rooms: number[]) => void} save
+ */
+
+/** The browser's: its local storage. @type {RoomMemory} */
+const browserMemory = {
+  load: async () => JSON.parse(localStorage.getItem(REMEMBERED) ?? "[]"),
+  save: (rooms) => localStorage.setItem(REMEMBERED, JSON.stringify(rooms)),
+};
 
 const REMEMBERED = "multichat.rooms";
 
@@ -265,7 +278,7 @@ async function showChat(root, env, me) {
     drawRoom();
     drawTitle();
     // A room's own window does not change which rooms the main window reopens.
-    if (only === undefined) localStorage.setItem(REMEMBERED, JSON.stringify([...client.rooms.keys()]));
+    if (only === undefined) rememberRooms();
     if (tab === "admin" && other.dataset.tab !== "admin") renderAdmin(other, api, (text) => client.notify(text));
     if (tab === "account" && other.dataset.tab !== "account") renderAccount(other, api);
     if (tab === "extra" && other.dataset.tab !== "extra" && env.extraTab) {
@@ -273,6 +286,20 @@ async function showChat(root, env, me) {
       env.extraTab.render(other);
     }
     if (tab === "chat") other.dataset.tab = "";
+  }
+
+  const memory = env.roomMemory ?? browserMemory;
+  /** @type {string | undefined} */
+  let remembered;
+  /** Set until the rooms open last time are open again: until then, no room list is worth keeping. */
+  let reopening = true;
+  /** Keeps the open rooms for next time, when they change. */
+  function rememberRooms() {
+    if (reopening) return;
+    const rooms = [...client.rooms.keys()];
+    if (JSON.stringify(rooms) === remembered) return;
+    remembered = JSON.stringify(rooms);
+    memory.save(rooms);
   }
 
   /** @type {number | null | undefined} */
@@ -305,12 +332,15 @@ async function showChat(root, env, me) {
   await refreshRooms();
   // The rooms open last time come back (in a room's own window, just that room).
   /** @type {number[]} */
-  const remembered = only === undefined ? JSON.parse(localStorage.getItem(REMEMBERED) ?? "[]") : [only];
+  /** @type {number[]} */
+  const reopen = only === undefined ? await memory.load().catch(() => []) : [only];
+  remembered = JSON.stringify(reopen);
   if (only !== undefined) chat.classList.add("single");
-  for (const id of remembered) {
+  for (const id of reopen) {
     const info = rooms.find((r) => r.id === id);
     if (info) client.open(info.id, info.title, info.last_message_id);
   }
+  reopening = false;
   for (const text of env.notices ?? []) client.notify(text);
   client.start();
   draw();

@@ -67,6 +67,10 @@ function showChat(root, session, only) {
       report();
     },
     title: (title) => tauri().window.getCurrentWindow().setTitle(title).catch(() => {}),
+    roomMemory: {
+      load: () => invoke("rooms_remembered"),
+      save: (rooms) => invoke("rooms_remember", { rooms }).catch(() => {}),
+    },
     extraTab: only === undefined ? { label: "Host server", render: (page) => {
       const card = h("section", { class: "card", "aria-labelledby": "host-title" });
       fill(page, card);
