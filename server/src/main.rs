@@ -1,7 +1,7 @@
 //! `multichat-server`: the headless server and its admin commands, shaped after Django's `manage.py`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -121,6 +121,8 @@ enum Command {
     Listrooms,
     /// List the accounts.
     Listusers,
+    /// Exit 0 if the server listening at --bind answers GET /healthz, else 1 (a container's HEALTHCHECK).
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -140,10 +142,20 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => "info,sqlx=warn",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // One JSON object per line for log collectors; the readable form otherwise.
+    match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text") | Err(_) => logs.init(),
+        Ok(other) => {
+            logs.init();
+            tracing::warn!(format = other, "LOG_FORMAT is json or text; using text");
+        }
+    }
+    if let Command::Healthcheck = cli.command {
+        return healthcheck(cli.options.bind).await;
+    }
     if cli.options.redis_url.is_some() {
         bail!("--redis-url / REDIS_URL: fan-out across several nodes is not available in this version");
     }
@@ -197,12 +209,28 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Healthcheck => healthcheck(cli.options.bind).await?, // (answered before opening the database)
         Command::Listusers => {
             println!("{:>6}  {:<5}  {:<5}  {:<6}  USERNAME", "ID", "STAFF", "ADMIN", "ACTIVE");
             for u in db.list_users().await? {
                 println!("{:>6}  {:<5}  {:<5}  {:<6}  {}", u.id, u.is_staff, u.is_admin, u.is_active, u.username);
             }
         }
+    }
+    Ok(())
+}
+
+/// Asks the server at `bind` (on this machine) whether it is alive.
+async fn healthcheck(bind: SocketAddr) -> anyhow::Result<()> {
+    let mut addr = bind;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let response = client.get(format!("http://{addr}/healthz")).send().await;
+    let response = response.with_context(|| format!("no server answers at {addr}"))?;
+    if !response.status().is_success() {
+        bail!("the server at {addr} answered {}", response.status());
     }
     Ok(())
 }

@@ -244,16 +244,35 @@ async fn users_change_their_own_password_with_the_old_one(backend: Backend) {
     server.stop().await;
 }
 
-async fn health_reports_the_database(backend: Backend) {
+async fn readiness_reports_the_database_and_liveness_does_not(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
-    let ok = http_client().get(server.url("/healthz")).send().await.unwrap();
-    assert_eq!(ok.status(), 200);
+    let status = |path: &'static str| {
+        let url = server.url(path);
+        async move { http_client().get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status("/readyz").await, 200);
+    assert_eq!(status("/healthz").await, 200);
     server.db.close().await; // as good as a dead database for this server
-    let down = http_client().get(server.url("/healthz")).send().await.unwrap();
-    assert_eq!(down.status(), 503);
+    assert_eq!(status("/readyz").await, 503, "no traffic to a node without its database");
+    assert_eq!(status("/healthz").await, 200, "but the process is alive: no restart needed");
     let login = try_login(&server, "anyone", "pw").await;
     assert_eq!(login.status(), 503, "a clear error, not a crash");
+    server.stop().await;
+}
+
+async fn a_node_shutting_down_tells_the_load_balancer_it_is_not_ready(backend: Backend) {
+    use tower::ServiceExt;
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let app = multichat_server::router(server.state.clone());
+    let ready = |app: axum::Router| async move {
+        let request = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+        app.oneshot(request).await.unwrap().status()
+    };
+    assert_eq!(ready(app.clone()).await, 200);
+    server.state.shutdown.cancel(); // SIGTERM: sockets are closing, the load balancer must stop sending
+    assert_eq!(ready(app).await, 503);
     server.stop().await;
 }
 
@@ -301,5 +320,6 @@ on_both_backends!(
     deleting_a_user_keeps_their_messages_under_their_name,
     the_last_admin_cannot_be_removed,
     users_change_their_own_password_with_the_old_one,
-    health_reports_the_database,
+    readiness_reports_the_database_and_liveness_does_not,
+    a_node_shutting_down_tells_the_load_balancer_it_is_not_ready,
 );

@@ -118,6 +118,7 @@ fn help_documents_every_command_and_option() {
         "createroom",
         "listrooms",
         "listusers",
+        "healthcheck",
         "--bind",
         "MULTICHAT_BIND",
         "--data-dir",
@@ -158,6 +159,37 @@ async fn stop_with_signal(db: &TestDb, signal: &str) {
     assert!(status.success(), "exit status {status} on {signal}");
 }
 
+async fn healthcheck_succeeds_only_while_a_server_answers(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (mut child, addr) = serve_binary(&db, &[]);
+    let alive = run(&db, &["--bind", &addr, "healthcheck"], "");
+    assert!(alive.status.success(), "{}", stderr(&alive));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = run(&db, &["--bind", &addr, "healthcheck"], "");
+    assert!(!gone.status.success());
+    assert!(stderr(&gone).contains(&format!("no server answers at {addr}")), "{}", stderr(&gone));
+    assert!(!stderr(&gone).contains("backtrace"), "a message, not a panic");
+}
+
+async fn logs_are_json_lines_with_log_format_json(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut child = binary(&db)
+        .args(["--bind", "127.0.0.1:0", "serve"])
+        .env("LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a log line").unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(line["level"], "INFO");
+    assert!(line["fields"]["message"].as_str().unwrap().contains("listening on http://"), "{line}");
+}
+
 async fn first_start_says_how_to_create_the_first_admin(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut child = binary(&db)
@@ -181,4 +213,6 @@ on_both_backends!(
     cli_mistakes_get_clear_errors,
     sigterm_and_ctrl_c_close_sockets_with_going_away_and_exit_zero,
     first_start_says_how_to_create_the_first_admin,
+    healthcheck_succeeds_only_while_a_server_answers,
+    logs_are_json_lines_with_log_format_json,
 );

@@ -1,4 +1,4 @@
-//! The JSON HTTP API under `/api`, one resource per module, plus `/healthz`.
+//! The JSON HTTP API under `/api`, one resource per module, plus the probes `/healthz` and `/readyz`.
 
 mod admin_rooms;
 mod admin_users;

@@ -97,7 +97,7 @@ impl Db {
         }
     }
 
-    /// Answers whether the database is reachable (for `/healthz`).
+    /// Answers whether the database is reachable (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
