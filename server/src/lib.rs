@@ -102,10 +102,19 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     Ok(())
 }
 
-/// Connects to the configured database, migrates it, and logs how a newcomer gets started.
+/// Connects to the configured database and migrates it.
 pub async fn open_database(database_url: Option<&str>, data_dir: &std::path::Path) -> Result<Db, Error> {
+    open_database_with(database_url, data_dir, db::PoolOptions::default()).await
+}
+
+/// [`open_database`] with the pool sized and timed as `pool` says (for a database given by URL).
+pub async fn open_database_with(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+    pool: db::PoolOptions,
+) -> Result<Db, Error> {
     let db = match database_url {
-        Some(url) => Db::connect(url).await?,
+        Some(url) => Db::connect_with(url, pool).await?,
         None => Db::open_sqlite_dir(data_dir).await?,
     };
     db.migrate().await?;

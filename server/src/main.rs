@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use multichat_server::accounts::{self, Rights};
 use multichat_server::auth::Passwords;
-use multichat_server::{open_database, AppState, Config, Db};
+use multichat_server::db::{is_unreachable, PoolOptions};
+use multichat_server::{open_database_with, AppState, Config, Db};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +35,15 @@ struct Options {
     /// Use this database instead of the embedded SQLite file (postgres://… or sqlite://…).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+    /// Most database connections in the pool [default: 8 for SQLite, 16 for PostgreSQL].
+    #[arg(long, env = "MULTICHAT_DB_MAX_CONNECTIONS", global = true)]
+    db_max_connections: Option<u32>,
+    /// Seconds a query waits for a database connection before the request fails with 503.
+    #[arg(long, env = "MULTICHAT_DB_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 5, global = true)]
+    db_acquire_timeout_seconds: u64,
+    /// Seconds to keep retrying a database that is not reachable at start (down, or still starting).
+    #[arg(long, env = "MULTICHAT_DB_WAIT_SECONDS", default_value_t = 60, global = true)]
+    db_wait_seconds: u64,
     /// Redis for fanning messages out across several server nodes (not available yet).
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     redis_url: Option<String>,
@@ -163,11 +173,9 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => dirs::data_dir().map(|d| d.join("multichat")).unwrap_or_else(|| PathBuf::from("multichat-data")),
     };
-    let db = open_database(cli.options.database_url.as_deref(), &data_dir).await.with_context(|| {
-        match &cli.options.database_url {
-            Some(_) => "could not open the database at DATABASE_URL".to_owned(),
-            None => format!("could not open the database in {}", data_dir.display()),
-        }
+    let db = open_with_retry(&cli.options, &data_dir).await.with_context(|| match &cli.options.database_url {
+        Some(_) => "could not open the database at DATABASE_URL".to_owned(),
+        None => format!("could not open the database in {}", data_dir.display()),
     })?;
     let result = run(cli, &db).await;
     db.close().await;
@@ -218,6 +226,29 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens the database, waiting (up to --db-wait-seconds, with a log line per attempt) for one that is not
+/// reachable yet: in a compose file the database often starts after the server.
+async fn open_with_retry(options: &Options, data_dir: &std::path::Path) -> Result<Db, multichat_server::Error> {
+    let pool = PoolOptions {
+        max_connections: options.db_max_connections,
+        acquire_timeout: Duration::from_secs(options.db_acquire_timeout_seconds.max(1)),
+    };
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(options.db_wait_seconds);
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match open_database_with(options.database_url.as_deref(), data_dir, pool).await {
+            Err(multichat_server::Error::Database(err))
+                if is_unreachable(&err) && tokio::time::Instant::now() + delay < give_up =>
+            {
+                tracing::warn!(cause = %err, retry_in = ?delay, "the database is not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Asks the server at `bind` (on this machine) whether it is alive.

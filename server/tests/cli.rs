@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -104,6 +105,77 @@ async fn cli_mistakes_get_clear_errors(backend: Backend) {
     let unknown = run(&db, &["createroom", "--title", "x", "--sekret"], "");
     assert!(!unknown.status.success());
     assert!(stderr(&unknown).contains("--sekret"), "{}", stderr(&unknown));
+}
+
+/// Reads `child`'s stderr lines into a channel, so a test can wait for one with a deadline.
+fn log_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    rx
+}
+
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {wanted:?} in time"));
+        if line.contains(wanted) {
+            return line;
+        }
+    }
+}
+
+// Multi-threaded: the test thread blocks reading the log while the forwarder runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_not_up_yet_is_waited_for_and_one_that_never_comes_is_a_clear_error() {
+    let db = TestDb::new(Backend::Postgres).await;
+    // A free port stands for a PostgreSQL still starting: a forwarder to the real one opens there later.
+    let late = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = late.local_addr().unwrap().port();
+    drop(late);
+    let (head, tail) = db.url.split_once('@').unwrap();
+    let (upstream, database) = tail.split_once('/').unwrap();
+    let late_url = format!("{head}@127.0.0.1:{port}/{database}");
+
+    let mut child = binary(&db)
+        .args(["--bind", "127.0.0.1:0", "serve"])
+        .env("DATABASE_URL", &late_url)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    wait_for_line(&lines, "the database is not reachable yet; retrying");
+    let forwarder = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let upstream = upstream.to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = forwarder.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    wait_for_line(&lines, "listening on http://");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let never = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let never_url = format!("{head}@{}/{database}", never.local_addr().unwrap());
+    drop(never);
+    let started = std::time::Instant::now();
+    let output =
+        binary(&db).args(["--db-wait-seconds", "2", "listrooms"]).env("DATABASE_URL", never_url).output().unwrap();
+    assert!(!output.status.success());
+    assert!(started.elapsed() < Duration::from_secs(15), "gives up after the wait");
+    let message = stderr(&output);
+    assert!(message.contains("could not open the database at DATABASE_URL"), "{message}");
+    assert!(!message.contains("panicked") && !message.contains("backtrace"), "{message}");
 }
 
 #[test]

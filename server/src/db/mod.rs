@@ -32,6 +32,32 @@ pub enum Backend {
     Postgres,
 }
 
+/// How the connection pool is sized and how long a query waits for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Connections at most; `None`: 8 for SQLite (one writer at a time anyway), 16 for PostgreSQL.
+    pub max_connections: Option<u32>,
+    /// How long a query waits for a free connection (or a new one) before failing with 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> PoolOptions {
+        PoolOptions { max_connections: None, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Whether connecting failed because the database is not there (yet): down, starting up, or unreachable.
+/// Anything else (a wrong password, no such database) will not cure itself by waiting.
+pub fn is_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // 57P03: "the database system is starting up".
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
+}
+
 /// A handle to the database; cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -43,6 +69,11 @@ impl Db {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if missing and put in
     /// WAL mode, so that readers never wait for the writer and a killed process loses no commit.
     pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        Db::connect_with(url, PoolOptions::default()).await
+    }
+
+    /// [`Db::connect`] with the pool sized and timed as `pool` says.
+    pub async fn connect_with(url: &str, pool: PoolOptions) -> Result<Db, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -52,12 +83,13 @@ impl Db {
             return Err(sqlx::Error::Configuration("DATABASE_URL must start with sqlite: or postgres:".into()));
         };
         let options: AnyConnectOptions = url.parse::<AnyConnectOptions>()?.disable_statement_logging();
+        let max_connections = pool.max_connections.unwrap_or(match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        });
         let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
-            })
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(pool.acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
