@@ -6,6 +6,7 @@
 //! user's first connection joins a room, "left" when their last one leaves it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::mpsc;
@@ -58,9 +59,11 @@ pub struct Closer {
 }
 
 impl Closer {
-    pub fn close(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
+    /// Returns whether this was the first reason (the connection was not closing yet).
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let first = self.reason.set(reason).is_ok();
         self.token.cancel();
+        first
     }
 
     /// Resolves with the reason once [`Closer::close`] was called.
@@ -111,6 +114,7 @@ pub struct Hub {
     inner: Mutex<Inner>,
     queue_capacity: usize,
     presence_notices: bool,
+    counters: Arc<Counters>,
 }
 
 #[derive(Default)]
@@ -131,6 +135,8 @@ struct Conn {
     queue: mpsc::Sender<Delivery>,
     closer: Closer,
     rooms: HashSet<i64>,
+    /// The hub's, counted as frames are queued (without going back to the hub).
+    counters: Arc<Counters>,
 }
 
 #[derive(Default)]
@@ -141,9 +147,28 @@ struct Members {
     users: HashMap<i64, usize>,
 }
 
+/// What the hub has done since the server started (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Chat messages queued for a socket (one per message and recipient).
+    pub messages_delivered: AtomicU64,
+    /// Connections closed for reading too slowly.
+    pub slow_readers_dropped: AtomicU64,
+}
+
 impl Hub {
     pub fn new(queue_capacity: usize, presence_notices: bool) -> Hub {
-        Hub { inner: Mutex::default(), queue_capacity: queue_capacity.max(1), presence_notices }
+        let counters = Arc::default();
+        Hub { inner: Mutex::default(), queue_capacity: queue_capacity.max(1), presence_notices, counters }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// How many rooms have a member on this node.
+    pub fn rooms_in_use(&self) -> usize {
+        self.lock().rooms.values().filter(|members| !members.conns.is_empty()).count()
     }
 
     /// Adds a connection of `user` through `session`, authenticated against the database at `epoch`.
@@ -168,6 +193,7 @@ impl Hub {
                 queue,
                 closer: closer.clone(),
                 rooms: HashSet::new(),
+                counters: self.counters.clone(),
             },
         );
         Ok(Registration { id, frames, closer, hub: self.clone() })
@@ -424,8 +450,17 @@ impl Inner {
 
 /// Queues `delivery` for `conn` without waiting; a full queue means a slow reader, which is disconnected.
 fn push(conn: &Conn, delivery: Delivery) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = conn.queue.try_send(delivery) {
-        conn.closer.close(CloseReason::SlowReader);
+    let message = delivery.message.is_some();
+    match conn.queue.try_send(delivery) {
+        Ok(()) if message => {
+            conn.counters.messages_delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if conn.closer.close(CloseReason::SlowReader) {
+                conn.counters.slow_readers_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

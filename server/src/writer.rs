@@ -51,6 +51,11 @@ impl Writer {
     }
 
     /// Counters of committed batches and messages (how well writes are being batched).
+    /// The counters, to read from elsewhere (`/metrics`).
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

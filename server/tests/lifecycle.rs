@@ -73,6 +73,8 @@ async fn a_slow_reader_is_disconnected_without_stalling_the_room(backend: Backen
         }
     }
     eventually("the slow reader is disconnected", || server.state.hub.connections() == 1).await;
+    let metrics = http_client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "multichat_slow_clients_dropped_total 1"), "{metrics}");
     server.stop().await;
 }
 

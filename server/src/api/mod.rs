@@ -1,9 +1,10 @@
-//! The JSON HTTP API under `/api`, one resource per module, plus the probes `/healthz` and `/readyz`.
+//! The JSON HTTP API under `/api`, one resource per module, plus the probes `/healthz` and `/readyz` and `/metrics`.
 
 mod admin_rooms;
 mod admin_users;
 mod health;
 mod me;
+mod metrics;
 mod rooms;
 mod session;
 
@@ -19,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .merge(admin_rooms::router())
         .merge(admin_users::router())
         .merge(health::router())
+        .merge(metrics::router())
 }
 
 /// The account fields clients see.
