@@ -21,6 +21,8 @@ pub struct Config {
     pub presence_notices: bool,
     /// Origins allowed to open the WebSocket besides the server's own and the desktop app's.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the login throttle).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long a login lasts.
     pub session_ttl: Duration,
     /// The longest wait the login throttle imposes.
@@ -52,6 +54,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             presence_notices: true,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             login_backoff_cap: Duration::from_secs(300),
             secure_cookies: false,

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use multichat_server::accounts::{self, Rights};
 use multichat_server::auth::Passwords;
+use multichat_server::client_addr;
 use multichat_server::db::{is_unreachable, PoolOptions};
 use multichat_server::{open_database_with, AppState, Config, Db};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,9 @@ struct Options {
     /// Extra web origins allowed to open the chat socket (comma-separated), besides the server's own and the desktop app's.
     #[arg(long, env = "MULTICHAT_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
     allowed_origin: Vec<String>,
+    /// Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client, e.g. for the login throttle.
+    #[arg(long, env = "MULTICHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = client_addr::parse_trusted, global = true)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest client frame, in bytes, answered normally (larger ones get FRAME_TOO_LARGE).
     #[arg(long, env = "MULTICHAT_MAX_FRAME_BYTES", default_value_t = Config::default().max_frame_bytes, global = true)]
     max_frame_bytes: usize,
@@ -275,6 +279,7 @@ fn config(options: &Options) -> Config {
         ping_interval: Duration::from_secs(options.ping_seconds.max(1)),
         presence_notices: !options.no_presence_notices,
         allowed_origins: options.allowed_origin.clone(),
+        trusted_proxies: options.trusted_proxies.clone(),
         session_ttl: Duration::from_secs(options.session_days.max(1) * 24 * 3600),
         secure_cookies: options.secure_cookies,
         retention_max_age: options.retention_days.map(|days| Duration::from_secs(days * 24 * 3600)),

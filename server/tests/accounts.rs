@@ -97,6 +97,43 @@ async fn a_burst_of_concurrent_guesses_is_throttled_too(backend: Backend) {
     server.stop().await;
 }
 
+/// Failed logins (a new name each time, so only the per-address limit is in play), each claiming to come
+/// from `from(n)`, until one is throttled; returns how many were answered 401 first.
+async fn failures_until_throttled(server: &TestServer, from: impl Fn(u32) -> String) -> u32 {
+    for n in 0..40 {
+        let request = http_client().post(server.url("/api/login")).header("x-forwarded-for", from(n));
+        let body = json!({ "username": format!("u{n}"), "password": "x" });
+        match request.json(&body).send().await.unwrap().status().as_u16() {
+            401 => continue,
+            429 => return n,
+            other => panic!("answered {other}"),
+        }
+    }
+    panic!("never throttled")
+}
+
+async fn behind_a_trusted_proxy_the_throttle_counts_per_forwarded_client(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let trusted = vec![multichat_server::client_addr::parse_trusted("127.0.0.1").unwrap()];
+    let server =
+        TestServer::start_with(&db, multichat_server::Config { trusted_proxies: trusted, ..test_config() }).await;
+    let allowed = failures_until_throttled(&server, |_| "198.51.100.1".into()).await;
+    assert!((20..=21).contains(&allowed), "the per-address allowance, then a wait ({allowed})");
+    let other = http_client().post(server.url("/api/login")).header("x-forwarded-for", "198.51.100.2");
+    let other = other.json(&json!({ "username": "someone", "password": "x" })).send().await.unwrap();
+    assert_eq!(other.status(), 401, "another client behind the same proxy is not throttled");
+    server.stop().await;
+}
+
+async fn without_trusted_proxies_a_forwarded_address_changes_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    // A client that claims a new address each time is still one address: its own.
+    let allowed = failures_until_throttled(&server, |n| format!("203.0.113.{n}")).await;
+    assert!((20..=21).contains(&allowed), "throttled as one client ({allowed})");
+    server.stop().await;
+}
+
 async fn logout_closes_only_that_sessions_sockets(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -322,4 +359,6 @@ on_both_backends!(
     users_change_their_own_password_with_the_old_one,
     readiness_reports_the_database_and_liveness_does_not,
     a_node_shutting_down_tells_the_load_balancer_it_is_not_ready,
+    behind_a_trusted_proxy_the_throttle_counts_per_forwarded_client,
+    without_trusted_proxies_a_forwarded_address_changes_nothing,
 );

@@ -17,6 +17,15 @@ async fn sample(server: &TestServer, name: &str) -> String {
     line.unwrap_or_else(|| panic!("no {name} in:\n{text}")).split(' ').nth(1).unwrap().to_owned()
 }
 
+/// Waits (a few seconds at most) until sample `name` reads `value`.
+async fn until_sample(server: &TestServer, name: &str, value: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sample(server, name).await != value {
+        assert!(tokio::time::Instant::now() < deadline, "{name} never reached {value}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn metrics_count_this_nodes_sockets_rooms_and_messages(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -35,18 +44,10 @@ async fn metrics_count_this_nodes_sockets_rooms_and_messages(backend: Backend) {
     }
     assert_eq!(sample(&server, "multichat_messages_received_total").await, "3");
     // Each message to both members; ann's own copies may still be on their way when bob has his.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while sample(&server, "multichat_messages_delivered_total").await != "6" {
-        assert!(tokio::time::Instant::now() < deadline, "3 messages × 2 members delivered");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_sample(&server, "multichat_messages_delivered_total", "6").await;
     assert_eq!(sample(&server, "multichat_slow_clients_dropped_total").await, "0");
     drop(bob);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while sample(&server, "multichat_connections").await != "1" {
-        assert!(tokio::time::Instant::now() < deadline, "bob's socket is gone");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_sample(&server, "multichat_connections", "1").await;
     server.stop().await;
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::SET_COOKIE;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -16,7 +16,7 @@ use crate::auth::session::{cookie, SessionToken};
 use crate::auth::CurrentUser;
 use crate::db::{now_ms, NewUser, User};
 use crate::error::Error;
-use crate::{username, AppState};
+use crate::{client_addr, username, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,9 +36,10 @@ pub struct Credentials {
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(creds): Json<Credentials>,
 ) -> Result<Response, Error> {
-    let addr = Some(peer.ip());
+    let addr = Some(client_addr::client_ip(peer, &headers, &state.config.trusted_proxies));
     // No account has a longer name or password, so these cannot match; refusing them here keeps
     // megabyte-long names out of the throttle's table.
     if creds.username.len() > 4 * username::MAX_LEN || creds.password.len() > MAX_PASSWORD_BYTES {
