@@ -20,8 +20,10 @@ CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rust
    cargo test -p multichat-desktop --test keyring_backend -- --ignored'
 
 cargo build -p multichat-server -p multichat-desktop
-# The Docker image runs the server on debian:bookworm-slim: it must need no shared library beyond glibc's.
-extra=$(ldd "${CARGO_TARGET_DIR:-target}/debug/multichat-server" | awk '{print $1}' \
+# The Dockerfile's build stage, exactly; and the image runs its binary on debian:bookworm-slim, so that binary
+# must need no shared library beyond glibc's.
+cargo build --release --locked -p multichat-server
+extra=$(ldd "${CARGO_TARGET_DIR:-target}/release/multichat-server" | awk '{print $1}' \
   | grep -vE '^(linux-vdso\.so|/lib64/ld-linux|lib(c|m|gcc_s|dl|pthread|rt)\.so)' || true)
 [ -z "$extra" ] || { echo "the server needs libraries the slim image lacks: $extra" >&2; exit 1; }
 # tauri-driver (WebDriver for Tauri apps) is a cargo tool: installed once, outside the project.
