@@ -179,6 +179,21 @@ async fn a_postgres_not_up_yet_is_waited_for_and_one_that_never_comes_is_a_clear
 }
 
 #[test]
+fn env_example_lists_every_variable_the_server_reads() {
+    let help = Command::new(env!("CARGO_BIN_EXE_multichat-server")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let mut variables: Vec<&str> =
+        help.split("[env: ").skip(1).map(|rest| rest.split(['=', ']']).next().unwrap()).collect();
+    assert!(variables.len() > 15, "{variables:?}");
+    variables.extend(["RUST_LOG", "LOG_FORMAT"]); // read by the log setup, not by clap
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example")).unwrap();
+    for variable in variables {
+        let listed = example.lines().any(|line| line.trim_start_matches("# ").starts_with(&format!("{variable}=")));
+        assert!(listed, ".env.example lists {variable}");
+    }
+}
+
+#[test]
 fn help_documents_every_command_and_option() {
     let help = Command::new(env!("CARGO_BIN_EXE_multichat-server")).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
