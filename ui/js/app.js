@@ -3,7 +3,7 @@
 
 import { Api, ApiError } from "./api.js";
 import { ChatClient } from "./client.js";
-import { h, fill, field, accountFields, errorText } from "./dom.js";
+import { h, fill, field, adminAccountForm, errorText } from "./dom.js";
 import { renderAdmin } from "./admin.js";
 
 /** @typedef {import("./api.js").User} User */
@@ -58,21 +58,14 @@ export async function start(root, env) {
 
 /** @param {HTMLElement} root @param {Environment} env */
 function showSetup(root, env) {
-  const error = h("p", { class: "error", role: "alert" });
-  const form = h("form", { class: "card", "aria-labelledby": "setup-title" },
-    h("h1", { id: "setup-title" }, "Welcome to MultiChat"),
-    h("p", {}, "No account exists yet. Create the administrator account: it can create rooms and other users."),
-    accountFields(true),
-    error,
-    h("button", { type: "submit" }, "Create admin account"));
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    try {
-      const { user } = await env.api.setup(field(form, "username"), field(form, "password"));
-      showChat(root, env, user);
-    } catch (e) {
-      error.textContent = errorText(e);
-    }
+  const form = adminAccountForm({
+    id: "setup-title",
+    heading: h("h1", {}, "Welcome to MultiChat"),
+    text: "No account exists yet. Create the administrator account: it can create rooms and other users.",
+    button: "Create admin account",
+  }, async (username, password) => {
+    const { user } = await env.api.setup(username, password);
+    showChat(root, env, user);
   });
   fill(root, h("main", { class: "center" }, form));
 }

@@ -4,7 +4,7 @@
 
 import { ApiError } from "./api.js";
 import { startChat } from "./app.js";
-import { h, fill, field, checked, accountFields, errorText } from "./dom.js";
+import { h, fill, field, checked, adminAccountForm, errorText } from "./dom.js";
 import { ShellApi, ShellTransport, invoke, tauri, windowLabel } from "./shell.js";
 
 /** @typedef {{ server: string, user: import("./api.js").User, warning: string | null }} Session */
@@ -189,24 +189,15 @@ async function renderHost(panel, adminCreated) {
  * @param {HostStatus} status @param {() => void} done @param {(server: string, username: string) => void} [created]
  */
 function adminForm(status, done, created) {
-  const error = h("p", { class: "error", role: "alert" });
-  const form = h("form", { class: "card wide", "aria-labelledby": "admin-title" },
-    h("h3", { id: "admin-title" }, "Create the administrator of your server"),
-    h("p", {}, "It can create rooms and the accounts of the people who will use your server."),
-    accountFields(true),
-    error,
-    h("button", { type: "submit" }, "Create administrator"));
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const username = field(form, "username");
-    try {
-      await invoke("host_create_admin", { username, password: field(form, "password") });
-    } catch (e) {
-      error.textContent = errorText(e);
-      return;
-    }
+  return adminAccountForm({
+    id: "admin-title",
+    heading: h("h3", {}, "Create the administrator of your server"),
+    text: "It can create rooms and the accounts of the people who will use your server.",
+    button: "Create administrator",
+    wide: true,
+  }, async (username, password) => {
+    await invoke("host_create_admin", { username, password });
     done();
     if (status.local) created?.(status.local, username);
   });
-  return form;
 }

@@ -55,6 +55,29 @@ export function accountFields(newPassword = false) {
   ];
 }
 
+/**
+ * A card that creates an administrator (a server's first account): a heading, a sentence, username and new
+ * password, and a button. `create` gets the two fields; what it throws is shown in the card.
+ * @param {{ id: string, heading: HTMLElement, text: string, button: string, wide?: boolean }} look
+ * @param {(username: string, password: string) => Promise<void>} create
+ */
+export function adminAccountForm({ id, heading, text, button, wide = false }, create) {
+  const error = h("p", { class: "error", role: "alert" });
+  heading.id = id;
+  const form = h("form", { class: wide ? "card wide" : "card", "aria-labelledby": id },
+    heading, h("p", {}, text), accountFields(true), error, h("button", { type: "submit" }, button));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      await create(field(form, "username"), field(form, "password"));
+    } catch (e) {
+      error.textContent = errorText(e);
+    }
+  });
+  return form;
+}
+
 /** What to tell the person about an error. @param {unknown} e */
 export function errorText(e) {
   return e instanceof Error ? e.message : String(e);
