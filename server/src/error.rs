@@ -37,6 +37,9 @@ pub enum Error {
     Hashing,
     #[error("the server is busy; try again")]
     Busy,
+    /// A setting the server cannot run with (said at start, never to clients).
+    #[error("{0}")]
+    Config(String),
     /// A failure already logged where it happened; nothing was stored.
     #[error("the database is unavailable; nothing was stored")]
     Unavailable,
@@ -52,7 +55,7 @@ impl Error {
             Error::UsernameTaken | Error::SetupClosed | Error::LastAdmin => StatusCode::CONFLICT,
             Error::NotFound | Error::RoomInvalid => StatusCode::NOT_FOUND,
             Error::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Hashing => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Hashing | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Busy | Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -7,6 +7,8 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod catch_up;
+pub mod cluster;
 pub mod client_addr;
 pub mod config;
 pub mod db;
@@ -35,6 +37,7 @@ pub use db::Db;
 pub use error::Error;
 
 use auth::{LoginThrottle, Passwords};
+use cluster::{Cluster, RedisOptions};
 use hub::{CloseReason, Hub};
 use writer::Writer;
 
@@ -52,12 +55,15 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The connection tasks, so that shutdown can wait for their close frames.
     pub tasks: TaskTracker,
+    /// Alone, or linked to other nodes through Redis.
+    pub cluster: Cluster,
 }
 
 impl AppState {
     /// Builds the state and starts the message writer; call it inside a Tokio runtime.
     pub fn new(db: Db, config: Config, shutdown: CancellationToken) -> Result<AppState, Error> {
-        let hub = Arc::new(Hub::new(config.outbound_queue, config.presence_notices));
+        let (hub, catch_ups) = Hub::new(config.outbound_queue, config.presence_notices);
+        tokio::spawn(catch_up::run(db.clone(), hub.clone(), catch_ups, config.replay_max, shutdown.clone()));
         Ok(AppState {
             writer: Writer::spawn(db.clone(), hub.clone()),
             db,
@@ -67,7 +73,17 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
+            cluster: Cluster::default(),
         })
+    }
+
+    /// Links this node to the other nodes of its deployment through Redis (see [`cluster`]); call it
+    /// before [`serve`]. Fails only on unusable options: a Redis that is down is retried in the background.
+    pub fn link(&mut self, redis: RedisOptions) -> Result<(), Error> {
+        let (cluster, link) = cluster::link(self.hub.clone(), self.db.clone(), redis, self.shutdown.clone())?;
+        self.tasks.spawn(link);
+        self.cluster = cluster;
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use multichat_server::accounts::{self, Rights};
 use multichat_server::auth::Passwords;
 use multichat_server::client_addr;
+use multichat_server::cluster::RedisOptions;
 use multichat_server::db::{is_unreachable, PoolOptions};
 use multichat_server::{open_database_with, AppState, Config, Db};
 use tokio_util::sync::CancellationToken;
@@ -45,9 +46,12 @@ struct Options {
     /// Seconds to keep retrying a database that is not reachable at start (down, or still starting).
     #[arg(long, env = "MULTICHAT_DB_WAIT_SECONDS", default_value_t = 60, global = true)]
     db_wait_seconds: u64,
-    /// Redis for fanning messages out across several server nodes (not available yet).
+    /// Redis through which several server nodes (sharing one PostgreSQL) serve as one, e.g. redis://redis:6379.
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     redis_url: Option<String>,
+    /// Starts the name of the Redis channel the nodes meet on, so that several deployments can share one Redis.
+    #[arg(long, env = "MULTICHAT_REDIS_PREFIX", default_value = "multichat", global = true)]
+    redis_prefix: String,
     /// Extra web origins allowed to open the chat socket (comma-separated), besides the server's own and the desktop app's.
     #[arg(long, env = "MULTICHAT_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
     allowed_origin: Vec<String>,
@@ -170,9 +174,6 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     if let Command::Healthcheck = cli.command {
         return healthcheck(cli.options.bind).await;
     }
-    if cli.options.redis_url.is_some() {
-        bail!("--redis-url / REDIS_URL: fan-out across several nodes is not available in this version");
-    }
     let data_dir = match &cli.options.data_dir {
         Some(dir) => dir.clone(),
         None => dirs::data_dir().map(|d| d.join("multichat")).unwrap_or_else(|| PathBuf::from("multichat-data")),
@@ -190,7 +191,10 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
     let config = config(&cli.options);
     let passwords = || Passwords::new(1).context("password hashing is unavailable");
     match cli.command {
-        Command::Serve => serve(cli.options.bind, db.clone(), config).await?,
+        Command::Serve => {
+            let redis = cli.options.redis_url.clone().map(|url| RedisOptions { url, prefix: cli.options.redis_prefix.clone() });
+            serve(cli.options.bind, db.clone(), config, redis).await?
+        }
         Command::Migrate => println!("migrations applied"),
         Command::Createsuperuser { username, password_stdin } => {
             let username = match username {
@@ -290,11 +294,17 @@ fn config(options: &Options) -> Config {
     }
 }
 
-async fn serve(bind: SocketAddr, db: Db, config: Config) -> anyhow::Result<()> {
+async fn serve(bind: SocketAddr, db: Db, config: Config, redis: Option<RedisOptions>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("could not listen on {bind}"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let state = AppState::new(db.clone(), config, shutdown.clone())?;
+    let mut state = AppState::new(db.clone(), config, shutdown.clone())?;
+    if let Some(redis) = redis {
+        if db.is_sqlite() {
+            tracing::warn!("REDIS_URL with the embedded SQLite database: only nodes sharing this one file can be linked; use PostgreSQL for several machines");
+        }
+        state.link(redis)?;
+    }
     tracing::info!("listening on http://{addr}");
     if db.count_users().await? == 0 {
         tracing::info!(

@@ -22,6 +22,9 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    if !state.cluster.is_whole() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable");
+    }
     match state.db.ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
         Err(cause) => {

@@ -18,6 +18,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::Cluster;
 use crate::hub::Hub;
 use crate::writer::Stats;
 use crate::AppState;
@@ -28,7 +29,11 @@ pub fn router() -> Router<AppState> {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut registry = Registry::with_prefix("multichat");
-    registry.register_collector(Box::new(Node { hub: state.hub.clone(), writer: state.writer.stats_handle() }));
+    registry.register_collector(Box::new(Node {
+        hub: state.hub.clone(),
+        writer: state.writer.stats_handle(),
+        cluster: state.cluster.clone(),
+    }));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
         Ok(()) => {
@@ -44,6 +49,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 struct Node {
     hub: Arc<Hub>,
     writer: Arc<Stats>,
+    cluster: Cluster,
 }
 
 impl fmt::Debug for Node {
@@ -63,6 +69,11 @@ impl Collector for Node {
         for (name, help, metric) in gauges {
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
+        if self.cluster.is_linked() {
+            let metric = gauge(usize::from(self.cluster.is_whole()));
+            let help = "1 while this node is connected to Redis, 0 while it serves its users alone";
+            metric.encode(encoder.encode_descriptor("redis_connected", help, None, metric.metric_type())?)?;
+        }
         let counters = [
             ("messages_received", "Messages sent by this node's clients", self.writer.messages.load(Ordering::Relaxed)),
             (
@@ -74,6 +85,11 @@ impl Collector for Node {
                 "slow_clients_dropped",
                 "Sockets closed for reading too slowly",
                 counters.slow_readers_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "relay_dropped",
+                "Changes not relayed to the other nodes because the way to Redis was jammed (they catch up from the database)",
+                counters.relay_dropped.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in counters {

@@ -129,6 +129,11 @@ impl Db {
         }
     }
 
+    /// Whether this is an embedded SQLite file (one machine) rather than a database server.
+    pub fn is_sqlite(&self) -> bool {
+        self.backend == Backend::Sqlite
+    }
+
     /// Answers whether the database is reachable (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())

@@ -4,22 +4,40 @@
 //! frame is pushed to every member's queue without waiting; a member whose queue is full is a slow reader
 //! and is disconnected on purpose, so it never stalls the room. Presence is per user: "entered" when a
 //! user's first connection joins a room, "left" when their last one leaves it.
+//!
+//! With several nodes, every change a node makes to its own connections is also sent out as a [`Change`]
+//! (through Redis, by [`crate::cluster`]) and the other nodes [`Hub::apply`] it to theirs. Chat messages are
+//! released to a room's members in id order whichever node they come from (see [`order`]).
+
+mod change;
+pub mod order;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+pub use change::Change;
+use order::{Order, Released};
 
 use crate::db::{Room, User};
 use crate::protocol::{ErrorCode, Event, Frame, MSG_ENTER, MSG_LEAVE};
+
+/// How long a message that came before its turn waits for the ones before it, before they are read from
+/// the database. Two nodes' messages cross in well under a millisecond; this is for a node that stalls.
+pub const REORDER_WAIT: Duration = Duration::from_millis(200);
 
 /// Identifies one WebSocket connection.
 pub type ConnId = u64;
 
 /// Why the server is closing a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// The server is shutting down (close code 1001).
     Shutdown,
@@ -73,8 +91,8 @@ impl Closer {
     }
 }
 
-/// A frame queued for one connection; a chat message carries its `(room, id)` so that a connection
-/// replaying history can drop what it already sent.
+/// A frame queued for one connection; a chat message (or a gap notice) carries its `(room, id)` (for a gap,
+/// the last id it covers) so that a connection replaying history can drop what it already sent.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub frame: Frame,
@@ -109,16 +127,31 @@ pub struct Left {
     pub notice: Option<Frame>,
 }
 
+/// A request to read a room's messages from the database: those missing before the ones held early, or
+/// (`latest`) everything newer than the members have, after this node was cut off from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    pub room: i64,
+    pub latest: bool,
+    /// Not before then: the missing messages may still arrive on their own.
+    pub not_before: Instant,
+}
+
 /// The registry of connections and room memberships of this server process.
 pub struct Hub {
     inner: Mutex<Inner>,
     queue_capacity: usize,
     presence_notices: bool,
     counters: Arc<Counters>,
+    catch_up: mpsc::UnboundedSender<CatchUp>,
 }
 
 #[derive(Default)]
 struct Inner {
+    /// Where changes go out to the other nodes, once this node is part of a cluster.
+    relay: Option<mpsc::Sender<Change>>,
+    /// The hub's (relay drops are counted inside the lock).
+    counters: Arc<Counters>,
     next_id: ConnId,
     /// Bumped by every change of sessions, rights or rooms, so that a registration or a join can tell
     /// whether what it read from the database is still current (see [`Hub::register`], [`Hub::join`]).
@@ -139,9 +172,9 @@ struct Conn {
     counters: Arc<Counters>,
 }
 
-#[derive(Default)]
 struct Members {
     staff_only: bool,
+    order: Order,
     conns: HashSet<ConnId>,
     /// Connections per user in this room, for per-user presence.
     users: HashMap<i64, usize>,
@@ -154,12 +187,29 @@ pub struct Counters {
     pub messages_delivered: AtomicU64,
     /// Connections closed for reading too slowly.
     pub slow_readers_dropped: AtomicU64,
+    /// Changes not sent to the other nodes because the way to Redis was jammed (they catch up from the
+    /// database instead).
+    pub relay_dropped: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(queue_capacity: usize, presence_notices: bool) -> Hub {
-        let counters = Arc::default();
-        Hub { inner: Mutex::default(), queue_capacity: queue_capacity.max(1), presence_notices, counters }
+    /// A hub, and the catch-up requests it will make: hand them to [`crate::catch_up::run`].
+    pub fn new(queue_capacity: usize, presence_notices: bool) -> (Arc<Hub>, mpsc::UnboundedReceiver<CatchUp>) {
+        let (catch_up, requests) = mpsc::unbounded_channel();
+        let counters = Arc::<Counters>::default();
+        let hub = Hub {
+            inner: Mutex::new(Inner { counters: counters.clone(), ..Inner::default() }),
+            queue_capacity: queue_capacity.max(1),
+            presence_notices,
+            counters,
+            catch_up,
+        };
+        (Arc::new(hub), requests)
+    }
+
+    /// From now on, sends every change to this node's connections out through `relay` as well.
+    pub fn relay_to(&self, relay: mpsc::Sender<Change>) {
+        self.lock().relay = Some(relay);
     }
 
     pub fn counters(&self) -> &Counters {
@@ -207,7 +257,7 @@ impl Hub {
         };
         for room in &conn.rooms {
             if let Some(notice) = inner.remove_member(room, id, conn.user_id, &conn.username, self.presence_notices) {
-                inner.publish(*room, &notice);
+                inner.announce(*room, &notice);
             }
         }
     }
@@ -232,7 +282,14 @@ impl Hub {
             return Ok(false);
         }
         let (user_id, username) = (conn.user_id, conn.username.clone());
-        let members = inner.rooms.entry(room.id).or_default();
+        // The first member on this node starts the room's order where the database was when it was read:
+        // what came before is history to them.
+        let members = inner.rooms.entry(room.id).or_insert_with(|| Members {
+            staff_only: room.staff_only,
+            order: Order::after(room.last_message_id),
+            conns: HashSet::new(),
+            users: HashMap::new(),
+        });
         members.staff_only = room.staff_only;
         let first = {
             let count = members.users.entry(user_id).or_default();
@@ -241,7 +298,7 @@ impl Hub {
         };
         if first && self.presence_notices {
             let notice = Event::Presence { msg_type: MSG_ENTER, room: room.id, username: &username }.encode();
-            inner.publish(room.id, &notice);
+            inner.announce(room.id, &notice);
         }
         if let Some(members) = inner.rooms.get_mut(&room.id) {
             members.conns.insert(id);
@@ -261,7 +318,7 @@ impl Hub {
         let (user_id, username) = (conn.user_id, conn.username.clone());
         let notice = inner.remove_member(&room, id, user_id, &username, self.presence_notices);
         if let Some(notice) = &notice {
-            inner.publish(room, notice);
+            inner.announce(room, notice);
         }
         Left { was_member: true, notice }
     }
@@ -270,98 +327,195 @@ impl Hub {
         self.lock().conns.get(&id).is_some_and(|c| c.rooms.contains(&room))
     }
 
-    /// Sends `frame` to every connection in `room`.
+    /// Sends `frame` to every connection in `room`, on this node only.
     pub fn publish(&self, room: i64, frame: &Frame) {
         self.lock().publish(room, frame);
     }
 
-    /// Sends chat message `id`, encoded as `frame`, to every connection in `room`.
+    /// Sends chat message `id` of `room`, just stored by this node and encoded as `frame`, to every member
+    /// on every node.
     pub fn publish_message(&self, room: i64, id: i64, frame: &Frame) {
-        self.lock().deliver(room, &Delivery { frame: frame.clone(), message: Some((room, id)) });
+        let mut inner = self.lock();
+        inner.relay(|| Change::Message { room, id, frame: frame.to_string() });
+        self.sequence(&mut inner, room, id, frame.clone());
     }
 
     /// Applies a user's new rights to their open connections: a deactivated user is disconnected, and one
     /// who is no longer staff is taken out of every staff-only room at once.
     pub fn user_changed(&self, user: &User) {
-        if !user.is_active {
-            self.close_user(user.id, CloseReason::AccountChanged);
-            return;
-        }
-        let mut inner = self.lock();
-        inner.epoch += 1;
-        for conn in inner.conns.values_mut().filter(|c| c.user_id == user.id) {
-            conn.is_staff = user.is_staff;
-        }
-        if !user.is_staff {
-            let denied = (ErrorCode::RoomAccessDenied, "you may no longer be in this staff-only room");
-            inner.evict(
-                |_, members, conn| members.staff_only && conn.user_id == user.id,
-                denied,
-                self.presence_notices,
-            );
-        }
+        self.change(Change::UserChanged { user: user.id, is_staff: user.is_staff, is_active: user.is_active });
     }
 
     /// Applies a room's new flags: when it becomes staff-only, non-staff members are taken out.
     pub fn room_changed(&self, room: &Room) {
-        let mut inner = self.lock();
-        let Some(members) = inner.rooms.get_mut(&room.id) else {
-            return;
-        };
-        members.staff_only = room.staff_only;
-        if room.staff_only {
-            let denied = (ErrorCode::RoomAccessDenied, "this room is now for staff only");
-            inner.evict(|id, _, conn| id == room.id && !conn.is_staff, denied, self.presence_notices);
-        }
+        self.change(Change::RoomChanged { room: room.id, staff_only: room.staff_only });
     }
 
     /// Takes every member out of a deleted room.
     pub fn room_deleted(&self, room: i64) {
-        let mut inner = self.lock();
-        inner.epoch += 1;
-        inner.evict(|id, _, _| id == room, (ErrorCode::RoomInvalid, "this room was deleted"), false);
-        inner.rooms.remove(&room);
+        self.change(Change::RoomDeleted { room });
     }
 
     /// Closes every connection of one session (logout).
     pub fn close_session(&self, session: &str) {
-        let mut inner = self.lock();
-        inner.epoch += 1;
-        for conn in inner.conns.values().filter(|c| &*c.session == session) {
-            conn.closer.close(CloseReason::LoggedOut);
-        }
+        self.change(Change::CloseSession { session: session.to_owned() });
     }
 
     /// Closes every connection of `user_id` but those of session `keep` (after a password change).
     pub fn close_other_sessions(&self, user_id: i64, keep: &str) {
-        let mut inner = self.lock();
-        inner.epoch += 1;
-        for conn in inner.conns.values().filter(|c| c.user_id == user_id && &*c.session != keep) {
-            conn.closer.close(CloseReason::AccountChanged);
-        }
+        self.change(Change::CloseOtherSessions { user: user_id, keep: keep.to_owned() });
     }
 
     /// Closes every connection of one user.
     pub fn close_user(&self, user_id: i64, reason: CloseReason) {
-        let mut inner = self.lock();
-        inner.epoch += 1;
-        for conn in inner.conns.values().filter(|c| c.user_id == user_id) {
-            conn.closer.close(reason);
-        }
+        self.change(Change::CloseUser { user: user_id, reason });
     }
 
     /// Sends `frame` to every connection, in rooms or not.
     pub fn broadcast(&self, frame: &Frame) {
-        for conn in self.lock().conns.values() {
-            push(conn, Delivery { frame: frame.clone(), message: None });
-        }
+        self.change(Change::Broadcast { frame: frame.to_string() });
     }
 
     /// Sends `frame` to every connection of one user.
     pub fn tell_user(&self, user_id: i64, frame: &Frame) {
-        for conn in self.lock().conns.values().filter(|c| c.user_id == user_id) {
-            push(conn, Delivery { frame: frame.clone(), message: None });
+        self.change(Change::TellUser { user: user_id, frame: frame.to_string() });
+    }
+
+    /// Makes a change here and sends it to the other nodes.
+    fn change(&self, change: Change) {
+        let mut inner = self.lock();
+        inner.relay(|| change.clone());
+        self.apply_locked(&mut inner, change);
+    }
+
+    /// Applies a change another node made (see [`Change`]) to this node's connections.
+    pub fn apply(&self, change: Change) {
+        let mut inner = self.lock();
+        self.apply_locked(&mut inner, change);
+    }
+
+    fn apply_locked(&self, inner: &mut Inner, change: Change) {
+        let notices = self.presence_notices;
+        match change {
+            Change::Message { room, id, frame } => self.sequence(inner, room, id, frame.into()),
+            Change::Notice { room, frame } => inner.publish(room, &frame.into()),
+            Change::UserChanged { user, is_active: false, .. } => {
+                inner.close_where(|c| c.user_id == user, CloseReason::AccountChanged);
+            }
+            Change::UserChanged { user, is_staff, is_active: true } => {
+                inner.epoch += 1;
+                for conn in inner.conns.values_mut().filter(|c| c.user_id == user) {
+                    conn.is_staff = is_staff;
+                }
+                if !is_staff {
+                    let denied = (ErrorCode::RoomAccessDenied, "you may no longer be in this staff-only room");
+                    inner.evict(|_, members, conn| members.staff_only && conn.user_id == user, denied, notices);
+                }
+            }
+            Change::RoomChanged { room, staff_only } => {
+                let Some(members) = inner.rooms.get_mut(&room) else {
+                    return;
+                };
+                members.staff_only = staff_only;
+                if staff_only {
+                    let denied = (ErrorCode::RoomAccessDenied, "this room is now for staff only");
+                    inner.evict(|id, _, conn| id == room && !conn.is_staff, denied, notices);
+                }
+            }
+            Change::RoomDeleted { room } => {
+                inner.epoch += 1;
+                inner.evict(|id, _, _| id == room, (ErrorCode::RoomInvalid, "this room was deleted"), false);
+                inner.rooms.remove(&room);
+            }
+            Change::CloseSession { session } => {
+                inner.close_where(|c| *c.session == *session, CloseReason::LoggedOut);
+            }
+            Change::CloseOtherSessions { user, keep } => {
+                inner.close_where(|c| c.user_id == user && *c.session != *keep, CloseReason::AccountChanged);
+            }
+            Change::CloseUser { user, reason } => inner.close_where(|c| c.user_id == user, reason),
+            Change::Broadcast { frame } => {
+                let frame = Frame::from(frame);
+                for conn in inner.conns.values() {
+                    push(conn, Delivery { frame: frame.clone(), message: None });
+                }
+            }
+            Change::TellUser { user, frame } => {
+                let frame = Frame::from(frame);
+                for conn in inner.conns.values().filter(|c| c.user_id == user) {
+                    push(conn, Delivery { frame: frame.clone(), message: None });
+                }
+            }
         }
+    }
+
+    /// Releases message `id` of `room` to the room's members on this node when its turn comes, and asks
+    /// for a catch-up from the database when it came early.
+    fn sequence(&self, inner: &mut Inner, room: i64, id: i64, frame: Frame) {
+        let Some(members) = inner.rooms.get_mut(&room) else { return };
+        let mut released = Vec::new();
+        members.order.accept(id, frame, &mut released);
+        if members.order.waiting() && !members.order.catching_up {
+            let request = CatchUp { room, latest: false, not_before: Instant::now() + REORDER_WAIT };
+            if self.catch_up.send(request).is_ok() {
+                members.order.catching_up = true;
+            } else {
+                // Nobody reads the database for this hub (a unit test): give the gap up at once.
+                members.order.fill([], None, &mut released);
+            }
+        }
+        inner.release(room, released);
+    }
+
+    /// Where `room`'s members on this node are (the last message id released to them), if a catch-up
+    /// is still wanted: `latest`, or messages are held waiting for missing ones.
+    pub fn catch_up_from(&self, room: i64, latest: bool) -> Option<i64> {
+        let mut inner = self.lock();
+        let order = &mut inner.rooms.get_mut(&room)?.order;
+        if latest || order.waiting() {
+            Some(order.position())
+        } else {
+            order.catching_up = false;
+            None
+        }
+    }
+
+    /// Hands `room` the messages read from the database for a catch-up: `found`, and the room's newest id
+    /// then (`None` if the database could not be read).
+    pub fn caught_up(&self, room: i64, found: Vec<(i64, Frame)>, newest: Option<i64>) {
+        let mut inner = self.lock();
+        let Some(members) = inner.rooms.get_mut(&room) else { return };
+        let mut released = Vec::new();
+        members.order.catching_up = false;
+        members.order.fill(found, newest.map(|n| n + 1), &mut released);
+        if members.order.waiting() {
+            let request = CatchUp { room, latest: false, not_before: Instant::now() + REORDER_WAIT };
+            members.order.catching_up = self.catch_up.send(request).is_ok();
+        }
+        inner.release(room, released);
+    }
+
+    /// Asks for every room with members here to catch up with the database (after this node was cut off
+    /// from the others, whose messages it may have missed).
+    pub fn catch_up_everything(&self) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        for (&room, members) in &mut inner.rooms {
+            members.order.catching_up = self.catch_up.send(CatchUp { room, latest: true, not_before: now }).is_ok();
+        }
+    }
+
+    /// The sessions, users and rooms this node's connections depend on (to check them again against the
+    /// database after changes to them may have been missed).
+    pub fn subjects(&self) -> Subjects {
+        let inner = self.lock();
+        let mut sessions: Vec<Arc<str>> = inner.conns.values().map(|c| c.session.clone()).collect();
+        sessions.sort();
+        sessions.dedup();
+        let mut users: Vec<i64> = inner.conns.values().map(|c| c.user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        Subjects { sessions, users, rooms: inner.rooms.keys().copied().collect() }
     }
 
     /// Closes every connection (server shutdown).
@@ -383,9 +537,55 @@ impl Hub {
     }
 }
 
+/// See [`Hub::subjects`].
+#[derive(Debug, Default)]
+pub struct Subjects {
+    /// Session hashes.
+    pub sessions: Vec<Arc<str>>,
+    pub users: Vec<i64>,
+    pub rooms: Vec<i64>,
+}
+
 impl Inner {
     fn publish(&self, room: i64, frame: &Frame) {
         self.deliver(room, &Delivery { frame: frame.clone(), message: None });
+    }
+
+    /// Sends a presence notice about a member on this node to the room, here and on the other nodes.
+    fn announce(&self, room: i64, frame: &Frame) {
+        self.publish(room, frame);
+        if let Some(relay) = &self.relay {
+            send_out(relay, Change::Notice { room, frame: frame.to_string() }, &self.counters);
+        }
+    }
+
+    /// Sends a change to the other nodes, if there are any; `change` is only built then.
+    fn relay(&self, change: impl FnOnce() -> Change) {
+        if let Some(relay) = &self.relay {
+            send_out(relay, change(), &self.counters);
+        }
+    }
+
+    /// Delivers what a room's order released, in that order.
+    fn release(&self, room: i64, released: Vec<Released>) {
+        for item in released {
+            let delivery = match item {
+                Released::Message(id, frame) => Delivery { frame, message: Some((room, id)) },
+                Released::Gap { after, before } => Delivery {
+                    frame: Event::Gap { gap: room.to_string(), after, before }.encode(),
+                    message: Some((room, before - 1)),
+                },
+            };
+            self.deliver(room, &delivery);
+        }
+    }
+
+    /// Closes the connections `select` picks, for `reason`.
+    fn close_where(&mut self, select: impl Fn(&Conn) -> bool, reason: CloseReason) {
+        self.epoch += 1;
+        for conn in self.conns.values().filter(|c| select(c)) {
+            conn.closer.close(reason);
+        }
     }
 
     fn deliver(&self, room: i64, delivery: &Delivery) {
@@ -439,12 +639,20 @@ impl Inner {
             push(conn, Delivery { frame: Event::error(why.0, why.1, Some(room)), message: None });
             push(conn, Delivery { frame: Event::Left { leave: room.to_string() }.encode(), message: None });
             if let Some(notice) = self.remove_member(&room, id, user_id, &username, notices) {
-                self.publish(room, &notice);
+                self.announce(room, &notice);
                 if let Some(conn) = self.conns.get(&id) {
                     push(conn, Delivery { frame: notice, message: None });
                 }
             }
         }
+    }
+}
+
+/// Hands a change to the relay without waiting: when the way to Redis is jammed it is dropped (and
+/// counted); the other nodes then catch up from the database.
+fn send_out(relay: &mpsc::Sender<Change>, change: Change, counters: &Counters) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = relay.try_send(change) {
+        counters.relay_dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -482,7 +690,7 @@ mod tests {
 
     #[test]
     fn a_join_that_raced_a_change_of_rights_is_stale_and_admits_nobody() {
-        let hub = Arc::new(Hub::new(8, true));
+        let (hub, _catch_up) = Hub::new(8, true);
         let sam = user(1, "sam", true);
         let conn = hub.register(&sam, "s1".into(), hub.epoch()).unwrap();
         let read_at = hub.epoch();
@@ -495,7 +703,7 @@ mod tests {
 
     #[test]
     fn a_registration_that_raced_a_logout_is_stale() {
-        let hub = Arc::new(Hub::new(8, true));
+        let (hub, _catch_up) = Hub::new(8, true);
         let ann = user(1, "ann", false);
         let read_at = hub.epoch();
         // The session was checked, then logged out before the socket was registered.
@@ -510,7 +718,7 @@ mod tests {
 
     #[test]
     fn presence_is_per_user_not_per_connection() {
-        let hub = Arc::new(Hub::new(8, true));
+        let (hub, _catch_up) = Hub::new(8, true);
         let ann = user(1, "ann", false);
         let mut bob = hub.register(&user(2, "bob", false), "b".into(), hub.epoch()).unwrap();
         let (w1, w2) = (
@@ -529,7 +737,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_closes_the_slow_reader_and_spares_the_others() {
-        let hub = Arc::new(Hub::new(2, false));
+        let (hub, _catch_up) = Hub::new(2, false);
         let slow = hub.register(&user(1, "slow", false), "s".into(), hub.epoch()).unwrap();
         let mut quick = hub.register(&user(2, "quick", false), "q".into(), hub.epoch()).unwrap();
         for conn in [slow.id, quick.id] {
@@ -545,7 +753,7 @@ mod tests {
 
     #[test]
     fn demotion_takes_a_user_out_of_staff_only_rooms_only() {
-        let hub = Arc::new(Hub::new(8, true));
+        let (hub, _catch_up) = Hub::new(8, true);
         let sam = user(1, "sam", true);
         let mut conn = hub.register(&sam, "s".into(), hub.epoch()).unwrap();
         hub.join(conn.id, &room(1, true), true, hub.epoch()).unwrap();
