@@ -13,7 +13,13 @@ use crate::protocol::{Event, Frame};
 
 /// Serves the hub's catch-up requests until shutdown. At most `limit` messages are read per room (the
 /// newest); the members are told of the gap before them.
-pub async fn run(db: Db, hub: Arc<Hub>, mut requests: mpsc::UnboundedReceiver<CatchUp>, limit: i64, shutdown: CancellationToken) {
+pub async fn run(
+    db: Db,
+    hub: Arc<Hub>,
+    mut requests: mpsc::UnboundedReceiver<CatchUp>,
+    limit: i64,
+    shutdown: CancellationToken,
+) {
     loop {
         let request = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -29,7 +35,8 @@ pub async fn run(db: Db, hub: Arc<Hub>, mut requests: mpsc::UnboundedReceiver<Ca
         let Some(position) = hub.catch_up_from(request.room, request.latest) else { continue };
         match db.replay(request.room, position, limit).await {
             Ok((history, newest)) => {
-                let found: Vec<(i64, Frame)> = history.messages.iter().map(|m| (m.id, Event::from(m).encode())).collect();
+                let found: Vec<(i64, Frame)> =
+                    history.messages.iter().map(|m| (m.id, Event::from(m).encode())).collect();
                 hub.caught_up(request.room, found, Some(newest));
             }
             Err(err) => {

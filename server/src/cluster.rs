@@ -220,7 +220,9 @@ impl Link {
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(envelope) if envelope.node == self.node => {}
             Ok(envelope) => self.hub.apply(envelope.change),
-            Err(cause) => tracing::warn!(%cause, channel = %self.channel, "skipped a message on the Redis channel that is not a change"),
+            Err(cause) => {
+                tracing::warn!(%cause, channel = %self.channel, "skipped a message on the Redis channel that is not a change")
+            }
         }
     }
 }

@@ -192,7 +192,8 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
     let passwords = || Passwords::new(1).context("password hashing is unavailable");
     match cli.command {
         Command::Serve => {
-            let redis = cli.options.redis_url.clone().map(|url| RedisOptions { url, prefix: cli.options.redis_prefix.clone() });
+            let redis =
+                cli.options.redis_url.clone().map(|url| RedisOptions { url, prefix: cli.options.redis_prefix.clone() });
             serve(cli.options.bind, db.clone(), config, redis).await?
         }
         Command::Migrate => println!("migrations applied"),
@@ -300,10 +301,10 @@ async fn serve(bind: SocketAddr, db: Db, config: Config, redis: Option<RedisOpti
     let shutdown = CancellationToken::new();
     let mut state = AppState::new(db.clone(), config, shutdown.clone())?;
     if let Some(redis) = redis {
+        state.link(redis)?;
         if db.is_sqlite() {
             tracing::warn!("REDIS_URL with the embedded SQLite database: only nodes sharing this one file can be linked; use PostgreSQL for several machines");
         }
-        state.link(redis)?;
     }
     tracing::info!("listening on http://{addr}");
     if db.count_users().await? == 0 {

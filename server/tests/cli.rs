@@ -180,14 +180,8 @@ async fn a_postgres_not_up_yet_is_waited_for_and_one_that_never_comes_is_a_clear
 
 #[test]
 fn env_example_lists_every_variable_the_server_reads() {
-    let help = Command::new(env!("CARGO_BIN_EXE_multichat-server")).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    let mut variables: Vec<&str> =
-        help.split("[env: ").skip(1).map(|rest| rest.split(['=', ']']).next().unwrap()).collect();
-    assert!(variables.len() > 15, "{variables:?}");
-    variables.extend(["RUST_LOG", "LOG_FORMAT"]); // read by the log setup, not by clap
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example")).unwrap();
-    for variable in variables {
+    for variable in server_variables() {
         let listed = example.lines().any(|line| line.trim_start_matches("# ").starts_with(&format!("{variable}=")));
         assert!(listed, ".env.example lists {variable}");
     }
@@ -291,6 +285,65 @@ async fn first_start_says_how_to_create_the_first_admin(backend: Backend) {
     child.wait().unwrap();
     let hint = hint.expect("a first-run hint in the log");
     assert!(hint.contains("/api/setup") && hint.contains("createsuperuser"), "{hint}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_url_that_cannot_be_used_is_a_clear_error_and_a_redis_that_is_down_is_waited_for() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut bad = binary(&db)
+        .args(["--bind", "127.0.0.1:0", "serve"])
+        .env("REDIS_URL", "http://:s3cret@redis")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bad.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            bad.kill().unwrap();
+            panic!("a server with an unusable REDIS_URL kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bad = bad.wait_with_output().unwrap();
+    assert!(!bad.status.success());
+    let message = stderr(&bad);
+    assert!(message.contains("REDIS_URL"), "{message}");
+    assert!(!message.contains("s3cret") && !message.contains("backtrace"), "{message}");
+
+    // A Redis that is not up: the node serves its own users, says it is not ready, and keeps trying.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = binary(&db)
+        .args(["--bind", "127.0.0.1:0", "serve"])
+        .env("REDIS_URL", format!("redis://:s3cret@127.0.0.1:{closed}"))
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    // The two lines come in either order: the link starts trying before the listener is announced.
+    let (mut addr, mut warning) = (None, None);
+    while addr.is_none() || warning.is_none() {
+        let line = wait_for_line(&lines, "");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            addr = Some(rest.trim().to_owned());
+        } else if line.contains("cannot reach Redis") {
+            warning = Some(line);
+        }
+    }
+    let (addr, warning) = (addr.unwrap(), warning.unwrap());
+    let ready = http_client().get(format!("http://{addr}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.text().await.unwrap(), "redis unavailable");
+    let alive = http_client().get(format!("http://{addr}/healthz")).send().await.unwrap();
+    assert_eq!(alive.status(), 200, "alive all the same: restarting it would not bring Redis back");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged: Vec<String> = lines.try_iter().collect();
+    assert!(
+        !warning.contains("s3cret") && logged.iter().all(|l| !l.contains("s3cret")),
+        "the password is never logged"
+    );
 }
 
 on_both_backends!(

@@ -40,6 +40,7 @@ pub enum Backend {
 }
 
 /// Runs each named `async fn NAME(backend: Backend)` as two tests, `sqlite::NAME` and `postgres::NAME`.
+#[allow(unused_macros)] // not every test crate runs on both backends
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -143,6 +144,17 @@ pub fn binary(db: &TestDb) -> Command {
     command
 }
 
+/// Every environment variable the server reads: those `--help` names, and the log setup's two.
+pub fn server_variables() -> Vec<String> {
+    let help = Command::new(env!("CARGO_BIN_EXE_multichat-server")).arg("--help").output().expect("--help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let mut variables: Vec<String> =
+        help.split("[env: ").skip(1).map(|rest| rest.split(['=', ']']).next().unwrap_or_default().to_owned()).collect();
+    assert!(variables.len() > 15, "{variables:?}");
+    variables.extend(["RUST_LOG".to_owned(), "LOG_FORMAT".to_owned()]); // read by the log setup, not by clap
+    variables
+}
+
 /// Starts the real binary's `serve` on port 0 (with `extra` options) and returns the child process and
 /// the address it logged.
 pub fn serve_binary(db: &TestDb, extra: &[&str]) -> (Child, String) {
@@ -165,6 +177,65 @@ pub fn serve_binary(db: &TestDb, extra: &[&str]) -> (Child, String) {
     };
     std::thread::spawn(move || lines.for_each(drop)); // keep draining the log
     (child, addr)
+}
+
+/// The machine's shared Redis (never restarted by a test: fault tests start their own, see [`RedisServer`]).
+pub fn redis_url() -> String {
+    std::env::var("MULTICHAT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A channel prefix of its own for one test, so that tests sharing a Redis do not hear each other.
+pub fn unique_prefix() -> String {
+    format!("multichat-test-{:016x}", rand_u64())
+}
+
+/// A `redis-server` of a test's own, on a free loopback port, to kill and start again; killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let mut server = RedisServer { port, child: None };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, on the same port) and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server listens in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Settings that make timing-based behaviour quick to observe in tests.
@@ -192,6 +263,32 @@ impl TestServer {
         let state = AppState::new(db.clone(), config, CancellationToken::new()).expect("state");
         let task = tokio::spawn(multichat_server::serve(listener, state.clone()));
         TestServer { addr, state, db, task }
+    }
+
+    /// A node of a deployment: this test's database, linked to the other nodes through Redis at `redis`
+    /// on channel prefix `prefix`.
+    pub async fn start_linked(test_db: &TestDb, config: Config, redis: &str, prefix: &str) -> TestServer {
+        let db = test_db.open().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut state = AppState::new(db.clone(), config, CancellationToken::new()).expect("state");
+        let options = multichat_server::cluster::RedisOptions { url: redis.into(), prefix: prefix.into() };
+        state.link(options).expect("link");
+        let task = tokio::spawn(multichat_server::serve(listener, state.clone()));
+        TestServer { addr, state, db, task }
+    }
+
+    /// Waits (a few seconds at most) until `GET /readyz` answers `status`.
+    pub async fn until_ready_is(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let response = http_client().get(self.url("/readyz")).send().await.expect("GET /readyz");
+            if response.status() == status {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "/readyz never answered {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Shuts down gracefully and waits until the server has stopped.
@@ -298,9 +395,12 @@ impl Session {
     }
 }
 
+/// A client's WebSocket.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
 /// A real WebSocket client.
 pub struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    stream: Socket,
 }
 
 impl Ws {
@@ -384,6 +484,13 @@ impl Ws {
     pub async fn join(&mut self, room: i64) -> Value {
         self.send(json!({ "command": "join", "room": room })).await;
         self.recv().await
+    }
+
+    /// Splits the socket, to send on one half while another task reads the other.
+    pub fn split(
+        self,
+    ) -> (futures_util::stream::SplitSink<Socket, Message>, futures_util::stream::SplitStream<Socket>) {
+        self.stream.split()
     }
 
     /// Waits for the server to close the socket; returns its close frame.
