@@ -253,9 +253,11 @@ async fn losing_redis_leaves_each_node_serving_its_own_users_and_both_recover_wh
     ann.send_acked(lobby, "before", "a0").await;
     hears(&mut bob, "before").await;
 
+    assert!(metrics(&a).await.contains("\nmultichat_redis_connected 1\n"));
     redis.kill();
     a.until_ready_is(503).await;
     b.until_ready_is(503).await;
+    assert!(metrics(&a).await.contains("\nmultichat_redis_connected 0\n"), "an operator sees it too");
     // Each node still serves its own users.
     ann.send_acked(lobby, "from A while Redis is down", "a1").await;
     hears(&mut cat, "from A while Redis is down").await;
@@ -279,6 +281,10 @@ async fn losing_redis_leaves_each_node_serving_its_own_users_and_both_recover_wh
     assert_eq!(ids_until(&mut eve, "after, from B").await, [4, 5], "eve, who joined on B meanwhile");
     a.stop().await;
     b.stop().await;
+}
+
+async fn metrics(node: &TestServer) -> String {
+    http_client().get(node.url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 /// The ids of the chat messages `ws` hears, up to and including `text`.

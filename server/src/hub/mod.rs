@@ -765,4 +765,25 @@ mod tests {
         assert!(frames[0].contains("ROOM_ACCESS_DENIED"), "{frames:?}");
         assert_eq!(frames[1], r#"{"leave":"1"}"#);
     }
+
+    #[test]
+    fn changes_made_here_go_out_and_changes_from_elsewhere_do_not_go_back() {
+        let (hub, _catch_up) = Hub::new(8, true);
+        let (relay, mut out) = mpsc::channel(16);
+        hub.relay_to(relay);
+        let mut ann = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
+        hub.join(ann.id, &room(1, false), false, hub.epoch()).unwrap();
+        let entered = r#"{"msg_type":4,"room":1,"username":"ann"}"#;
+        assert_eq!(out.try_recv().unwrap(), Change::Notice { room: 1, frame: entered.into() });
+        hub.publish_message(1, 1, &Frame::from("one"));
+        assert_eq!(out.try_recv().unwrap(), Change::Message { room: 1, id: 1, frame: "one".into() });
+
+        // Another node's message and room deletion apply here, and are not sent back out.
+        hub.apply(Change::Message { room: 1, id: 2, frame: "two".into() });
+        hub.apply(Change::RoomDeleted { room: 1 });
+        let frames = drain(&mut ann.frames);
+        assert_eq!(frames[..2], ["one", "two"]);
+        assert!(frames[2].contains("ROOM_INVALID"), "{frames:?}");
+        assert!(out.try_recv().is_err(), "nothing relayed back");
+    }
 }
