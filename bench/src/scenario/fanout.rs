@@ -1,0 +1,248 @@
+//! `fanout`: senders talk at a fixed rate into rooms of `members` sockets each; every socket reads. Deliveries
+//! per second, end-to-end latency (each message carries the time it was sent), the server's CPU, and whether
+//! every member got every message, in order.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{stream, SinkExt, StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{join, provision, Connector};
+use crate::report::Report;
+use crate::target::Target;
+
+/// The message body's length, as the targets are stated for.
+pub const BODY_BYTES: usize = 100;
+/// How long members may take to receive what was sent, once sending stops.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub struct Fanout {
+    pub rooms: usize,
+    pub members: usize,
+    pub senders: usize,
+    /// Target deliveries per second (messages per second × members).
+    pub rate: f64,
+    pub duration: Duration,
+    pub users: usize,
+}
+
+/// What one member saw.
+struct Seen {
+    deliveries: u64,
+    latency: Histogram<u64>,
+    out_of_order: u64,
+    closed: bool,
+    /// Error frames (a refused send, say), and the first of them.
+    errors: u64,
+    first_error: Option<String>,
+}
+
+pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
+    let sockets = fanout.rooms * fanout.members;
+    let senders = fanout.senders.clamp(1, sockets);
+    let per_sender = fanout.rate / fanout.members as f64 / senders as f64;
+    let parameters = json!({
+        "rooms": fanout.rooms, "members": fanout.members, "senders": senders, "target_deliveries_per_s": fanout.rate,
+        "messages_per_s_per_sender": per_sender, "seconds": fanout.duration.as_secs_f64(), "body_bytes": BODY_BYTES,
+    });
+    let mut report = Report::new("fanout", &target.description, parameters);
+    let accounts = provision(target, fanout.users, fanout.rooms).await?;
+    let connector = Connector::new(target.addr);
+
+    // Socket n is a member of room n % rooms; the first `senders` sockets also send.
+    let joined: Vec<_> = stream::iter(0..sockets)
+        .map(|n| {
+            let (connector, token, room) =
+                (connector.clone(), accounts.token(n).to_owned(), accounts.rooms[n % fanout.rooms]);
+            async move {
+                let mut socket = connector.connect(n, &token).await?;
+                join(&mut socket, room).await?;
+                anyhow::Ok((n, room, socket))
+            }
+        })
+        .buffer_unordered(128)
+        .try_collect()
+        .await?;
+
+    let origin = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..fanout.rooms).map(|_| AtomicU64::new(0)).collect());
+    let mut readers = Vec::with_capacity(sockets);
+    let mut sending = Vec::with_capacity(senders);
+    let stop = origin + Duration::from_millis(200) + fanout.duration;
+    let start = origin + Duration::from_millis(200);
+    // Set once every sender has stopped: a member that has everything sent to its room then stops reading.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (n, room, socket) in joined {
+        let (mut sink, mut stream) = socket.split();
+        let room_index = n % fanout.rooms;
+        let (all_sent, done_sending) = (sent.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let mut seen = Seen {
+                deliveries: 0,
+                latency: histogram(),
+                out_of_order: 0,
+                closed: false,
+                errors: 0,
+                first_error: None,
+            };
+            let mut last_id = 0i64;
+            let deadline = stop + DRAIN;
+            loop {
+                if done_sending.load(Ordering::Acquire)
+                    && seen.deliveries >= all_sent[room_index].load(Ordering::Relaxed)
+                {
+                    break;
+                }
+                let wait = deadline.min(Instant::now() + Duration::from_millis(50));
+                let frame = match tokio::time::timeout_at(wait.into(), stream.next()).await {
+                    Err(_) if Instant::now() >= deadline => break,
+                    Err(_) => continue,
+                    Ok(frame) => frame,
+                };
+                match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        if text.starts_with(r#"{"error""#) {
+                            seen.errors += 1;
+                            seen.first_error.get_or_insert_with(|| text.to_string());
+                            continue;
+                        }
+                        let Some((sent_at, id)) = parse(text.as_str()) else { continue };
+                        let now = origin.elapsed().as_micros() as u64;
+                        let _ = seen.latency.record(now.saturating_sub(sent_at).max(1));
+                        seen.deliveries += 1;
+                        if id <= last_id {
+                            seen.out_of_order += 1;
+                        }
+                        last_id = id;
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        seen.closed = true;
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            (room, seen)
+        }));
+        if n < senders {
+            let sent = sent.clone();
+            sending.push(tokio::spawn(async move {
+                let period = Duration::from_secs_f64(1.0 / per_sender.max(1e-3));
+                let mut next = start;
+                let mut seq = 0u64;
+                while next < stop {
+                    tokio::time::sleep_until(next.into()).await;
+                    let at = origin.elapsed().as_micros() as u64;
+                    let message = body(at, n, seq);
+                    let frame = json!({ "command": "send", "room": room, "message": message }).to_string();
+                    if sink.send(Message::text(frame)).await.is_err() {
+                        break;
+                    }
+                    sent[room_index].fetch_add(1, Ordering::Relaxed);
+                    seq += 1;
+                    next += period;
+                }
+                sink
+            }));
+        } else {
+            // Kept open until the run ends.
+            sending.push(tokio::spawn(async move { sink }));
+        }
+    }
+
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_before = target.cpu();
+    let mut sinks = Vec::with_capacity(sending.len());
+    for task in sending {
+        sinks.push(task.await?);
+    }
+    let window = start.elapsed();
+    let cpu_after = target.cpu();
+    done.store(true, Ordering::Release);
+
+    let mut latency = histogram();
+    let (mut delivered, mut missing, mut closed, mut out_of_order) = (0u64, 0u64, 0usize, 0u64);
+    let (mut errors, mut first_error) = (0u64, None);
+    let rooms = &accounts.rooms;
+    for reader in readers {
+        let (room, seen) = reader.await?;
+        let index = rooms.iter().position(|r| *r == room).unwrap_or(0);
+        let expected = sent[index].load(Ordering::Relaxed);
+        missing += expected.saturating_sub(seen.deliveries);
+        delivered += seen.deliveries;
+        closed += usize::from(seen.closed);
+        out_of_order += seen.out_of_order;
+        errors += seen.errors;
+        first_error = first_error.or(seen.first_error);
+        latency.add(&seen.latency).ok();
+    }
+    drop(sinks);
+    let messages: u64 = sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+    report.figure("messages_sent", messages as f64, "messages");
+    report.figure("deliveries", delivered as f64, "deliveries");
+    report.figure("deliveries_per_second", delivered as f64 / window.as_secs_f64(), "deliveries/s");
+    for (name, quantile) in [("latency_p50", 0.5), ("latency_p99", 0.99), ("latency_p999", 0.999)] {
+        report.figure(name, latency.value_at_quantile(quantile) as f64 / 1000.0, "ms");
+    }
+    report.figure("latency_max", latency.max() as f64 / 1000.0, "ms");
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        report.figure("server_cpu", (after - before).as_secs_f64() / window.as_secs_f64() * 100.0, "% of one core");
+    }
+    if missing > 0 {
+        report.fail(format!("{missing} deliveries missing"));
+    }
+    if errors > 0 {
+        report.fail(format!("the server answered {errors} errors; the first: {}", first_error.unwrap_or_default()));
+    }
+    if closed > 0 {
+        report.fail(format!("{closed} members were disconnected (slow readers?)"));
+    }
+    if out_of_order > 0 {
+        report.fail(format!("{out_of_order} messages arrived out of id order"));
+    }
+    Ok(report)
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, up to a minute, three significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("a histogram"))
+}
+
+/// A message of exactly [`BODY_BYTES`]: the time it was sent (µs since the run began), then who sent it and
+/// its number, padded.
+pub fn body(sent_at_us: u64, sender: usize, seq: u64) -> String {
+    let mut body = format!("{sent_at_us:016}|{sender:08}|{seq:012}|");
+    body.extend(std::iter::repeat_n('x', BODY_BYTES.saturating_sub(body.len())));
+    body
+}
+
+/// The send time and id of a message frame, found without parsing the whole JSON (the load tool must keep
+/// up with the server); `None` for any other frame.
+pub fn parse(frame: &str) -> Option<(u64, i64)> {
+    if !frame.starts_with(r#"{"msg_type":0"#) {
+        return None;
+    }
+    let at = frame.find(r#""message":""#)? + r#""message":""#.len();
+    let sent_at = frame.get(at..at + 16)?.parse().ok()?;
+    let id_at = frame.rfind(r#""id":"#)? + r#""id":"#.len();
+    let id = frame[id_at..].split([',', '}']).next()?.parse().ok()?;
+    Some((sent_at, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_exactly_the_stated_size_and_its_time_is_read_back_from_the_frame() {
+        let message = body(1234, 7, 42);
+        assert_eq!(message.len(), BODY_BYTES);
+        let frame = format!(r#"{{"msg_type":0,"room":3,"username":"b","message":"{message}","id":17,"ts":99}}"#);
+        assert_eq!(parse(&frame), Some((1234, 17)));
+        assert_eq!(parse(r#"{"msg_type":4,"room":3,"username":"b"}"#), None);
+    }
+}
