@@ -299,6 +299,7 @@ async fn serve(bind: SocketAddr, db: Db, config: Config, redis: Option<RedisOpti
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("could not listen on {bind}"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let open_files = rlimit::increase_nofile_limit(u64::MAX);
     let mut state = AppState::new(db.clone(), config, shutdown.clone())?;
     if let Some(redis) = redis {
         state.link(redis)?;
@@ -307,6 +308,13 @@ async fn serve(bind: SocketAddr, db: Db, config: Config, redis: Option<RedisOpti
         }
     }
     tracing::info!("listening on http://{addr}");
+    // Each chat socket is an open file: the soft limit (often 1024) was raised to the hard limit above, and
+    // the capacity is logged so that an operator knows where the node stops accepting.
+    match open_files {
+        // A few dozen descriptors go to the database pool, the listener and the log.
+        Ok(limit) => tracing::info!(open_files = limit, "room for about {} chat connections", limit.saturating_sub(64)),
+        Err(err) => tracing::warn!(cause = %err, "could not raise the open-files limit"),
+    }
     if db.count_users().await? == 0 {
         tracing::info!(
             "no account exists yet: create the first admin at http://{addr}/ (POST /api/setup) or with `multichat-server createsuperuser`"

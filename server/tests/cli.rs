@@ -346,6 +346,31 @@ async fn a_redis_url_that_cannot_be_used_is_a_clear_error_and_a_redis_that_is_do
     );
 }
 
+#[test]
+fn serve_raises_its_open_files_limit_and_logs_how_many_connections_fit() {
+    let db = tempfile::tempdir().unwrap();
+    let hard = String::from_utf8(Command::new("sh").args(["-c", "ulimit -Hn"]).output().unwrap().stdout).unwrap();
+    // Started the way many services are: with a soft limit of 1024, far below the hard one.
+    let script = r#"ulimit -Sn 1024 && exec "$0" --data-dir "$1" --bind 127.0.0.1:0 serve"#;
+    let mut child = Command::new("sh")
+        .args(["-c", script, env!("CARGO_BIN_EXE_multichat-server")])
+        .arg(db.path())
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    let capacity = wait_for_line(&lines, "chat connections");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let hard = hard.trim();
+    if hard != "unlimited" {
+        assert!(capacity.contains(&format!("open_files={hard}")), "raised to the hard limit {hard}: {capacity}");
+    }
+    assert!(!capacity.contains("open_files=1024"), "{capacity}");
+}
+
 on_both_backends!(
     createsuperuser_makes_an_admin_who_can_log_in,
     createsuperuser_prompts_at_a_terminal_and_confirms_the_password,
