@@ -1,5 +1,5 @@
-//! The load's clients: accounts and rooms made through the HTTP API, and chat sockets opened from several
-//! loopback source addresses (one address has ~28,000 ephemeral ports; a large load needs more).
+//! The load's clients: accounts and rooms made through the HTTP API, and chat sockets opened from many
+//! loopback source addresses.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -17,8 +17,9 @@ use crate::target::Target;
 
 pub type Socket = WebSocketStream<TcpStream>;
 
-/// Sockets opened from one source address before the next is used.
-const PER_SOURCE: usize = 10_000;
+/// Loopback source addresses the sockets are spread over (127.0.0.1 …): one address has ~28,000 ephemeral
+/// ports, and closed sockets hold theirs for a minute (TIME_WAIT), which would throttle `churn`.
+const SOURCES: usize = 250;
 /// Logins at once (each costs the server a password hash).
 const LOGINS_AT_ONCE: usize = 4;
 
@@ -105,9 +106,9 @@ impl Connector {
         Connector { addr, config }
     }
 
-    /// Opens socket number `n` with session `token`, from source address 127.0.0.(1 + n / 10,000).
+    /// Opens socket number `n` with session `token`, from source address 127.0.0.(1 + n mod 250).
     pub async fn connect(&self, n: usize, token: &str) -> anyhow::Result<Socket> {
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (n / PER_SOURCE).min(253) as u8);
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (n % SOURCES) as u8);
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::new(source.into(), 0))?;
         let tcp = socket.connect(self.addr).await?;

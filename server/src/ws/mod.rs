@@ -55,6 +55,9 @@ async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade, headers: He
         let limit = state.config.transport_limit();
         return Ok(ws
             .protocols([SUBPROTOCOL])
+            // Chat frames are small; tungstenite's default 128 KiB read buffer per socket would be most of an
+            // idle connection's memory. Larger frames still arrive whole (the buffer grows for them).
+            .read_buffer_size(READ_BUFFER)
             .max_message_size(limit)
             .max_frame_size(limit)
             .on_upgrade(move |socket| {
@@ -65,6 +68,9 @@ async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade, headers: He
     }
     Err(Error::Busy)
 }
+
+/// Each socket's read buffer (see `stream`).
+const READ_BUFFER: usize = 4096;
 
 /// How often a handshake authenticates again while sessions keep changing under it.
 const REGISTER_ATTEMPTS: usize = 5;
