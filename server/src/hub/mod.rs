@@ -89,6 +89,11 @@ impl Closer {
         self.token.cancelled().await;
         self.reason.get().copied().unwrap_or(CloseReason::Shutdown)
     }
+
+    /// [`Closer::closed`], owning its closer (to be made once and polled many times).
+    pub async fn closed_owned(self) -> CloseReason {
+        self.closed().await
+    }
 }
 
 /// A frame queued for one connection; a chat message (or a gap notice) carries its `(room, id)` (for a gap,

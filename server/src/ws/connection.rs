@@ -54,12 +54,16 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
     let mut ping_sent: Option<Instant> = None;
     let session_left = Duration::from_millis(conn.who.expires_at.saturating_sub(now_ms()).max(0) as u64);
     let session_end = tokio::time::sleep(session_left);
-    tokio::pin!(session_end);
+    // Made once, not per turn of the loop: each would register with its token's waiter list anew (a lock)
+    // every time a frame wakes the socket.
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let closed = registration.closer.clone().closed_owned();
+    tokio::pin!(session_end, shutdown, closed);
 
     let end = loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => break End::Server(CloseReason::Shutdown),
-            reason = registration.closer.closed() => break End::Server(reason),
+            _ = &mut shutdown => break End::Server(CloseReason::Shutdown),
+            reason = &mut closed => break End::Server(reason),
             _ = &mut session_end => break End::Server(CloseReason::LoggedOut),
             Some(delivery) = registration.frames.recv() => {
                 if conn.deliver(&mut socket, delivery, &mut registration.frames).await.is_err() {
