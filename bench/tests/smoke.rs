@@ -14,9 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 /// A MultiChat server on a fresh SQLite file, with an admin; stops when the runtime ends.
 async fn server() -> (std::net::SocketAddr, tempfile::TempDir) {
+    server_allowing(1000).await
+}
+
+/// [`server`], letting each socket send `messages_per_second`.
+async fn server_allowing(messages_per_second: u32) -> (std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = multichat_server::open_database(None, dir.path()).await.unwrap();
-    let config = Config { messages_per_second: 1000, hash_concurrency: 2, ..Config::default() };
+    let config = Config { messages_per_second, hash_concurrency: 2, ..Config::default() };
     let state = AppState::new(db.clone(), config, CancellationToken::new()).unwrap();
     accounts::create(&db, &state.passwords, "admin", "admin-password", Rights { is_staff: true, is_admin: true })
         .await
@@ -118,16 +123,7 @@ async fn the_baseline_runs_every_scenario_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_delivery_fails_the_run() {
     // A server that throttles the senders to 1 message per second refuses the rest: the tool must notice.
-    let dir = tempfile::tempdir().unwrap();
-    let db = multichat_server::open_database(None, dir.path()).await.unwrap();
-    let config = Config { messages_per_second: 1, hash_concurrency: 2, ..Config::default() };
-    let state = AppState::new(db.clone(), config, CancellationToken::new()).unwrap();
-    accounts::create(&db, &state.passwords, "admin", "admin-password", Rights { is_staff: true, is_admin: true })
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(multichat_server::serve(listener, state));
+    let (addr, _dir) = server_allowing(1).await;
     let scenario = ["fanout", "--members", "3", "--senders", "1", "--rate", "300", "--seconds", "1"];
     let (output, _) = bench(against(addr, &scenario)).await;
     assert!(!output.status.success());
