@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use multichat_bench::report::Report;
 use multichat_bench::scenario::{churn, fanout, idle};
 use multichat_bench::target::{sibling_server, Target};
 
@@ -34,6 +35,10 @@ struct Cli {
     /// Users to create and log in; sockets share their sessions.
     #[arg(long, global = true, default_value_t = 100)]
     users: usize,
+    /// Run the scenario this many times, each against a freshly started server, and report each figure's median
+    /// and spread.
+    #[arg(long, global = true, default_value_t = 1)]
+    runs: usize,
     /// Write the report here as JSON.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -109,13 +114,29 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             server_args.push(format!("--messages-per-second={}", (per_sender * 2.0).ceil() as u64));
         }
     }
-    let target = match (cli.url, cli.baseline) {
+    let mut reports = Vec::with_capacity(cli.runs.max(1));
+    for _ in 0..cli.runs.max(1) {
+        let target = target(&cli, &server_args)?;
+        reports.push(scenario(&cli, &target).await?);
+    }
+    let report = Report::of_runs(reports).context("no run")?;
+    print!("{}", report.summary());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report.failures.is_empty())
+}
+
+/// The server to measure: a running one, the baseline, or a `multichat-server` started for this run.
+fn target(cli: &Cli, server_args: &[String]) -> anyhow::Result<Target> {
+    Ok(match (cli.url, cli.baseline) {
         (Some(addr), _) => {
             let admin = match &cli.admin {
-                Some(admin) => Some(admin.split_once(':').context("--admin NAME:PASSWORD")?),
+                Some(admin) => admin.split_once(':').context("--admin NAME:PASSWORD")?,
                 None => bail!("--url needs --admin NAME:PASSWORD to create the run's users and rooms"),
             };
-            Target::running(addr, cli.pid, admin.map(|(n, p)| (n.to_owned(), p.to_owned())))
+            Target::running(addr, cli.pid, Some((admin.0.to_owned(), admin.1.to_owned())))
         }
         (None, true) => Target::spawn_baseline()?,
         (None, false) => {
@@ -123,27 +144,25 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 Some(binary) => binary,
                 None => bail!("no multichat-server next to this tool: build it (cargo build --release -p multichat-server) or pass --server"),
             };
-            Target::spawn_server(&binary, &server_args)?
+            Target::spawn_server(&binary, server_args)?
         }
-    };
+    })
+}
+
+/// One run of the chosen scenario against `target`.
+async fn scenario(cli: &Cli, target: &Target) -> anyhow::Result<Report> {
     let seconds = |s: f64| Duration::from_secs_f64(s.max(0.1));
-    let report = match cli.scenario {
+    Ok(match cli.scenario {
         Scenario::Idle { connections, hold } => {
-            idle::run(&target, idle::Idle { connections, users: cli.users, hold: seconds(hold) }).await?
+            idle::run(target, idle::Idle { connections, users: cli.users, hold: seconds(hold) }).await?
         }
         Scenario::Fanout { rooms, members, senders, rate, seconds: s } => {
             let fanout = fanout::Fanout { rooms, members, senders, rate, duration: seconds(s), users: cli.users };
-            fanout::run(&target, fanout).await?
+            fanout::run(target, fanout).await?
         }
         Scenario::Churn { workers, rooms, seconds: s } => {
-            churn::run(&target, churn::Churn { workers, rooms, duration: seconds(s), users: cli.users }).await?
+            churn::run(target, churn::Churn { workers, rooms, duration: seconds(s), users: cli.users }).await?
         }
-        Scenario::BaselineServer { .. } => unreachable!("handled above"),
-    };
-    print!("{}", report.summary());
-    if let Some(path) = &cli.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(report.failures.is_empty())
+        Scenario::BaselineServer { .. } => bail!("baseline-server is not a scenario"),
+    })
 }

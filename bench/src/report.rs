@@ -17,8 +17,12 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct Figure {
     pub name: &'static str,
+    /// The measured value; over several runs, their median.
     pub value: f64,
     pub unit: &'static str,
+    /// Over several runs: the lowest and the highest value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<(f64, f64)>,
 }
 
 impl Report {
@@ -27,7 +31,7 @@ impl Report {
     }
 
     pub fn figure(&mut self, name: &'static str, value: f64, unit: &'static str) {
-        self.figures.push(Figure { name, value, unit });
+        self.figures.push(Figure { name, value, unit, spread: None });
     }
 
     pub fn fail(&mut self, why: String) {
@@ -38,11 +42,38 @@ impl Report {
         self.figures.iter().find(|f| f.name == name).map(|f| f.value)
     }
 
+    /// Several runs of one scenario as one report: each figure's median and spread; every run's failures.
+    pub fn of_runs(mut runs: Vec<Report>) -> Option<Report> {
+        let count = runs.len();
+        let mut combined = runs.pop()?;
+        if count == 1 {
+            return Some(combined);
+        }
+        for figure in &mut combined.figures {
+            let mut values: Vec<f64> = runs.iter().filter_map(|r| r.get(figure.name)).collect();
+            values.push(figure.value);
+            values.sort_by(f64::total_cmp);
+            figure.value = values[values.len() / 2];
+            figure.spread = Some((values[0], values[values.len() - 1]));
+        }
+        for (n, run) in runs.into_iter().enumerate() {
+            combined.failures.extend(run.failures.into_iter().map(|f| format!("run {}: {f}", n + 1)));
+        }
+        if let serde_json::Value::Object(parameters) = &mut combined.parameters {
+            parameters.insert("runs".into(), count.into());
+        }
+        Some(combined)
+    }
+
     /// The human summary.
     pub fn summary(&self) -> String {
         let mut text = format!("{} against {}\n  {}\n", self.scenario, self.target, self.parameters);
         for figure in &self.figures {
-            text.push_str(&format!("  {:<28} {:>14.2} {}\n", figure.name, figure.value, figure.unit));
+            text.push_str(&format!("  {:<28} {:>14.2} {}", figure.name, figure.value, figure.unit));
+            if let Some((low, high)) = figure.spread {
+                text.push_str(&format!("  (median; {low:.2} – {high:.2})"));
+            }
+            text.push('\n');
         }
         if self.failures.is_empty() {
             text.push_str("  OK: nothing lost, nobody disconnected\n");
@@ -51,5 +82,27 @@ impl Report {
             text.push_str(&format!("  FAILED: {failure}\n"));
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p99: f64, failure: Option<&str>) -> Report {
+        let mut report = Report::new("fanout", "x", serde_json::json!({}));
+        report.figure("latency_p99", p99, "ms");
+        report.failures.extend(failure.map(String::from));
+        report
+    }
+
+    #[test]
+    fn several_runs_report_the_median_the_spread_and_every_failure() {
+        let combined = Report::of_runs(vec![run(40.0, None), run(90.0, Some("3 deliveries missing")), run(20.0, None)]);
+        let combined = combined.unwrap();
+        let p99 = &combined.figures[0];
+        assert_eq!((p99.value, p99.spread), (40.0, Some((20.0, 90.0))));
+        assert_eq!(combined.failures, ["run 2: 3 deliveries missing"]);
+        assert!(combined.summary().contains("(median; 20.00 – 90.00)"), "{}", combined.summary());
     }
 }

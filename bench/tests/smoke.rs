@@ -121,6 +121,16 @@ async fn the_baseline_runs_every_scenario_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_runs_report_each_figures_median_and_spread() {
+    let args = ["--baseline", "--runs", "2", "idle", "--connections", "10", "--hold", "0.2"].map(String::from).into();
+    let (output, report) = bench(args).await;
+    succeeded(&output);
+    assert_eq!(report["parameters"]["runs"], 2);
+    let connections = report["figures"].as_array().unwrap().iter().find(|f| f["name"] == "connections").unwrap();
+    assert_eq!(connections["spread"], serde_json::json!([10.0, 10.0]), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_delivery_fails_the_run() {
     // A server that throttles the senders to 1 message per second refuses the rest: the tool must notice.
     let (addr, _dir) = server_allowing(1).await;
