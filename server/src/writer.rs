@@ -50,12 +50,12 @@ impl Writer {
         Writer { queue, stats }
     }
 
-    /// Counters of committed batches and messages (how well writes are being batched).
     /// The counters, to read from elsewhere (`/metrics`).
     pub fn stats_handle(&self) -> Arc<Stats> {
         self.stats.clone()
     }
 
+    /// Counters of committed batches and messages (how well writes are being batched).
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

@@ -25,6 +25,13 @@ fn run(db: &TestDb, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Starts `serve` on port 0 with `env` set, its log (uncoloured) piped to be read.
+fn serve_logging(db: &TestDb, env: &[(&str, &str)]) -> std::process::Child {
+    let mut command = binary(db);
+    command.args(["--bind", "127.0.0.1:0", "serve"]).env("NO_COLOR", "1");
+    command.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -255,13 +262,7 @@ async fn healthcheck_succeeds_only_while_a_server_answers(backend: Backend) {
 
 async fn logs_are_json_lines_with_log_format_json(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let mut child = binary(&db)
-        .args(["--bind", "127.0.0.1:0", "serve"])
-        .env("LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_logging(&db, &[("LOG_FORMAT", "json")]);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().expect("a log line").unwrap();
     child.kill().unwrap();
@@ -273,12 +274,7 @@ async fn logs_are_json_lines_with_log_format_json(backend: Backend) {
 
 async fn first_start_says_how_to_create_the_first_admin(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let mut child = binary(&db)
-        .args(["--bind", "127.0.0.1:0", "serve"])
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_logging(&db, &[]);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let hint = lines.by_ref().take(5).map_while(Result::ok).find(|l| l.contains("no account exists yet"));
     child.kill().unwrap();
@@ -290,13 +286,7 @@ async fn first_start_says_how_to_create_the_first_admin(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_url_that_cannot_be_used_is_a_clear_error_and_a_redis_that_is_down_is_waited_for() {
     let db = TestDb::new(Backend::Postgres).await;
-    let mut bad = binary(&db)
-        .args(["--bind", "127.0.0.1:0", "serve"])
-        .env("REDIS_URL", "http://:s3cret@redis")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut bad = serve_logging(&db, &[("REDIS_URL", "http://:s3cret@redis")]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while bad.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
@@ -313,13 +303,7 @@ async fn a_redis_url_that_cannot_be_used_is_a_clear_error_and_a_redis_that_is_do
 
     // A Redis that is not up: the node serves its own users, says it is not ready, and keeps trying.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = binary(&db)
-        .args(["--bind", "127.0.0.1:0", "serve"])
-        .env("REDIS_URL", format!("redis://:s3cret@127.0.0.1:{closed}"))
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_logging(&db, &[("REDIS_URL", &format!("redis://:s3cret@127.0.0.1:{closed}"))]);
     let lines = log_lines(&mut child);
     // The two lines come in either order: the link starts trying before the listener is announced.
     let (mut addr, mut warning) = (None, None);

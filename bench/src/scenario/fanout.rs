@@ -126,7 +126,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
                     Some(Ok(_)) => {}
                 }
             }
-            (room, seen)
+            (room_index, seen)
         }));
         if n < senders {
             let sent = sent.clone();
@@ -167,11 +167,9 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     let mut latency = histogram();
     let (mut delivered, mut missing, mut closed, mut out_of_order) = (0u64, 0u64, 0usize, 0u64);
     let (mut errors, mut first_error) = (0u64, None);
-    let rooms = &accounts.rooms;
     for reader in readers {
-        let (room, seen) = reader.await?;
-        let index = rooms.iter().position(|r| *r == room).unwrap_or(0);
-        let expected = sent[index].load(Ordering::Relaxed);
+        let (room_index, seen) = reader.await?;
+        let expected = sent[room_index].load(Ordering::Relaxed);
         missing += expected.saturating_sub(seen.deliveries);
         delivered += seen.deliveries;
         closed += usize::from(seen.closed);

@@ -89,11 +89,6 @@ impl Closer {
         self.token.cancelled().await;
         self.reason.get().copied().unwrap_or(CloseReason::Shutdown)
     }
-
-    /// [`Closer::closed`], owning its closer (to be made once and polled many times).
-    pub async fn closed_owned(self) -> CloseReason {
-        self.closed().await
-    }
 }
 
 /// A frame queued for one connection; a chat message (or a gap notice) carries its `(room, id)` (for a gap,
@@ -155,7 +150,7 @@ pub struct Hub {
 struct Inner {
     /// Where changes go out to the other nodes, once this node is part of a cluster.
     relay: Option<mpsc::Sender<Change>>,
-    /// The hub's (relay drops are counted inside the lock).
+    /// The hub's, counted inside the lock as frames are queued and changes relayed.
     counters: Arc<Counters>,
     next_id: ConnId,
     /// Bumped by every change of sessions, rights or rooms, so that a registration or a join can tell
@@ -173,8 +168,6 @@ struct Conn {
     queue: mpsc::Sender<Delivery>,
     closer: Closer,
     rooms: HashSet<i64>,
-    /// The hub's, counted as frames are queued (without going back to the hub).
-    counters: Arc<Counters>,
 }
 
 struct Members {
@@ -248,7 +241,6 @@ impl Hub {
                 queue,
                 closer: closer.clone(),
                 rooms: HashSet::new(),
-                counters: self.counters.clone(),
             },
         );
         Ok(Registration { id, frames, closer, hub: self.clone() })
@@ -330,11 +322,6 @@ impl Hub {
 
     pub fn is_member(&self, id: ConnId, room: i64) -> bool {
         self.lock().conns.get(&id).is_some_and(|c| c.rooms.contains(&room))
-    }
-
-    /// Sends `frame` to every connection in `room`, on this node only.
-    pub fn publish(&self, room: i64, frame: &Frame) {
-        self.lock().publish(room, frame);
     }
 
     /// Sends chat message `id` of `room`, just stored by this node and encoded as `frame`, to every member
@@ -439,18 +426,8 @@ impl Hub {
                 inner.close_where(|c| c.user_id == user && *c.session != *keep, CloseReason::AccountChanged);
             }
             Change::CloseUser { user, reason } => inner.close_where(|c| c.user_id == user, reason),
-            Change::Broadcast { frame } => {
-                let frame = Frame::from(frame);
-                for conn in inner.conns.values() {
-                    push(conn, Delivery { frame: frame.clone(), message: None });
-                }
-            }
-            Change::TellUser { user, frame } => {
-                let frame = Frame::from(frame);
-                for conn in inner.conns.values().filter(|c| c.user_id == user) {
-                    push(conn, Delivery { frame: frame.clone(), message: None });
-                }
-            }
+            Change::Broadcast { frame } => inner.tell_where(|_| true, frame.into()),
+            Change::TellUser { user, frame } => inner.tell_where(|c| c.user_id == user, frame.into()),
         }
     }
 
@@ -460,16 +437,22 @@ impl Hub {
         let Some(members) = inner.rooms.get_mut(&room) else { return };
         let mut released = Vec::new();
         members.order.accept(id, frame, &mut released);
-        if members.order.waiting() && !members.order.catching_up {
-            let request = CatchUp { room, latest: false, not_before: Instant::now() + REORDER_WAIT };
-            if self.catch_up.send(request).is_ok() {
-                members.order.catching_up = true;
-            } else {
-                // Nobody reads the database for this hub (a unit test): give the gap up at once.
-                members.order.fill([], None, &mut released);
-            }
-        }
+        self.await_missing(room, &mut members.order, &mut released);
         inner.release(room, released);
+    }
+
+    /// When `order` holds messages waiting for missing ones, asks (once) for those to be read from the
+    /// database after [`REORDER_WAIT`]; with nobody there to read them, gives the gap up at once.
+    fn await_missing(&self, room: i64, order: &mut Order, released: &mut Vec<Released>) {
+        if !order.waiting() || order.catching_up {
+            return;
+        }
+        let request = CatchUp { room, latest: false, not_before: Instant::now() + REORDER_WAIT };
+        if self.catch_up.send(request).is_ok() {
+            order.catching_up = true;
+        } else {
+            order.fill([], None, released);
+        }
     }
 
     /// Where `room`'s members on this node are (the last message id released to them), if a catch-up
@@ -493,10 +476,7 @@ impl Hub {
         let mut released = Vec::new();
         members.order.catching_up = false;
         members.order.fill(found, newest.map(|n| n + 1), &mut released);
-        if members.order.waiting() {
-            let request = CatchUp { room, latest: false, not_before: Instant::now() + REORDER_WAIT };
-            members.order.catching_up = self.catch_up.send(request).is_ok();
-        }
+        self.await_missing(room, &mut members.order, &mut released);
         inner.release(room, released);
     }
 
@@ -559,15 +539,23 @@ impl Inner {
     /// Sends a presence notice about a member on this node to the room, here and on the other nodes.
     fn announce(&self, room: i64, frame: &Frame) {
         self.publish(room, frame);
+        self.relay(|| Change::Notice { room, frame: frame.to_string() });
+    }
+
+    /// Sends a change to the other nodes, if there are any; `change` is only built then. When the way to
+    /// Redis is jammed it is dropped (and counted): the other nodes then catch up from the database.
+    fn relay(&self, change: impl FnOnce() -> Change) {
         if let Some(relay) = &self.relay {
-            send_out(relay, Change::Notice { room, frame: frame.to_string() }, &self.counters);
+            if let Err(mpsc::error::TrySendError::Full(_)) = relay.try_send(change()) {
+                self.counters.relay_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Sends a change to the other nodes, if there are any; `change` is only built then.
-    fn relay(&self, change: impl FnOnce() -> Change) {
-        if let Some(relay) = &self.relay {
-            send_out(relay, change(), &self.counters);
+    /// Sends `frame` to the connections `select` picks, in rooms or not.
+    fn tell_where(&self, select: impl Fn(&Conn) -> bool, frame: Frame) {
+        for conn in self.conns.values().filter(|c| select(c)) {
+            push(conn, Delivery { frame: frame.clone(), message: None }, &self.counters);
         }
     }
 
@@ -597,7 +585,7 @@ impl Inner {
         let Some(members) = self.rooms.get(&room) else { return };
         for id in &members.conns {
             if let Some(conn) = self.conns.get(id) {
-                push(conn, delivery.clone());
+                push(conn, delivery.clone(), &self.counters);
             }
         }
     }
@@ -641,37 +629,31 @@ impl Inner {
             };
             conn.rooms.remove(&room);
             let (user_id, username) = (conn.user_id, conn.username.clone());
-            push(conn, Delivery { frame: Event::error(why.0, why.1, Some(room)), message: None });
-            push(conn, Delivery { frame: Event::Left { leave: room.to_string() }.encode(), message: None });
+            let refusal = Delivery { frame: Event::error(why.0, why.1, Some(room)), message: None };
+            push(conn, refusal, &self.counters);
+            let left = Delivery { frame: Event::Left { leave: room.to_string() }.encode(), message: None };
+            push(conn, left, &self.counters);
             if let Some(notice) = self.remove_member(&room, id, user_id, &username, notices) {
                 self.announce(room, &notice);
                 if let Some(conn) = self.conns.get(&id) {
-                    push(conn, Delivery { frame: notice, message: None });
+                    push(conn, Delivery { frame: notice, message: None }, &self.counters);
                 }
             }
         }
     }
 }
 
-/// Hands a change to the relay without waiting: when the way to Redis is jammed it is dropped (and
-/// counted); the other nodes then catch up from the database.
-fn send_out(relay: &mpsc::Sender<Change>, change: Change, counters: &Counters) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = relay.try_send(change) {
-        counters.relay_dropped.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Queues `delivery` for `conn` without waiting; a full queue means a slow reader, which is disconnected.
-fn push(conn: &Conn, delivery: Delivery) {
+fn push(conn: &Conn, delivery: Delivery, counters: &Counters) {
     let message = delivery.message.is_some();
     match conn.queue.try_send(delivery) {
         Ok(()) if message => {
-            conn.counters.messages_delivered.fetch_add(1, Ordering::Relaxed);
+            counters.messages_delivered.fetch_add(1, Ordering::Relaxed);
         }
         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             if conn.closer.close(CloseReason::SlowReader) {
-                conn.counters.slow_readers_dropped.fetch_add(1, Ordering::Relaxed);
+                counters.slow_readers_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -749,7 +731,7 @@ mod tests {
             hub.join(conn, &room(1, false), false, hub.epoch()).unwrap();
         }
         for n in 0..3 {
-            hub.publish(1, &Frame::from(format!("frame {n}")));
+            hub.apply(Change::Notice { room: 1, frame: format!("frame {n}") });
             drain(&mut quick.frames);
         }
         assert_eq!(slow.closer.closed().await, CloseReason::SlowReader);

@@ -2,6 +2,7 @@
 //! heartbeat and the close signals; cleanup once, after the loop.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -56,8 +57,8 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
     let session_end = tokio::time::sleep(session_left);
     // Made once, not per turn of the loop: each would register with its token's waiter list anew (a lock)
     // every time a frame wakes the socket.
-    let shutdown = state.shutdown.clone().cancelled_owned();
-    let closed = registration.closer.clone().closed_owned();
+    let closer = registration.closer.clone();
+    let (shutdown, closed) = (state.shutdown.cancelled(), closer.closed());
     tokio::pin!(session_end, shutdown, closed);
 
     let end = loop {
@@ -138,7 +139,12 @@ type Failure = (Error, Option<i64>);
 impl Connection {
     /// Writes one frame, giving up after the configured write timeout (a peer that stopped reading).
     async fn write(&self, socket: &mut WebSocket, message: Message) -> Result<(), ()> {
-        match timeout(self.state.config.write_timeout, socket.send(message)).await {
+        self.within_write_timeout(socket.send(message)).await
+    }
+
+    /// Runs a write, giving up after the configured write timeout (a peer that stopped reading).
+    async fn within_write_timeout(&self, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), ()> {
+        match timeout(self.state.config.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
         }
@@ -155,10 +161,7 @@ impl Connection {
             }
             socket.flush().await
         };
-        match timeout(self.state.config.write_timeout, batch).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
+        self.within_write_timeout(batch).await
     }
 
     /// Writes `first` and whatever else is already queued for this socket (up to [`WRITE_BATCH`]), then flushes
@@ -181,10 +184,7 @@ impl Connection {
             }
             socket.flush().await
         };
-        match timeout(self.state.config.write_timeout, batch).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
+        self.within_write_timeout(batch).await
     }
 
     fn already_replayed(&self, delivery: &Delivery) -> bool {
