@@ -112,8 +112,14 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
             tracing::debug!(cause = %err, "could not set TCP_NODELAY");
         }
     });
+    // Chat sockets are told to close through the hub, the one signal their loops watch.
+    let hub = state.hub.clone();
+    let closing = shutdown.clone().cancelled_owned();
+    tokio::spawn(async move {
+        closing.await;
+        hub.close_all(CloseReason::Shutdown);
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
-    state.hub.close_all(CloseReason::Shutdown);
     state.tasks.close();
     state.tasks.wait().await;
     Ok(())

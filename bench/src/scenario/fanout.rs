@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{join, provision, Connector};
 use crate::report::Report;
-use crate::target::Target;
+use crate::target::{cpu_of, Target};
 
 /// The message body's length, as the targets are stated for.
 pub const BODY_BYTES: usize = 100;
@@ -155,13 +155,13 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     }
 
     tokio::time::sleep_until(start.into()).await;
-    let cpu_before = target.cpu();
+    let (cpu_before, own_cpu_before) = (target.cpu(), cpu_of("/proc/self/stat"));
     let mut sinks = Vec::with_capacity(sending.len());
     for task in sending {
         sinks.push(task.await?);
     }
     let window = start.elapsed();
-    let cpu_after = target.cpu();
+    let (cpu_after, own_cpu_after) = (target.cpu(), cpu_of("/proc/self/stat"));
     done.store(true, Ordering::Release);
 
     let mut latency = histogram();
@@ -189,6 +189,10 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     report.figure("latency_max", latency.max() as f64 / 1000.0, "ms");
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         report.figure("server_cpu", (after - before).as_secs_f64() / window.as_secs_f64() * 100.0, "% of one core");
+    }
+    // The load tool shares the machine's cores with the server: its own share says how much was left.
+    if let (Some(before), Some(after)) = (own_cpu_before, own_cpu_after) {
+        report.figure("load_tool_cpu", (after - before).as_secs_f64() / window.as_secs_f64() * 100.0, "% of one core");
     }
     if missing > 0 {
         report.fail(format!("{missing} deliveries missing"));

@@ -14,13 +14,12 @@ pub mod order;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 pub use change::Change;
 use order::{Order, Released};
@@ -70,24 +69,22 @@ impl CloseReason {
 }
 
 /// Tells one connection's task to close, and why; the first reason wins.
-#[derive(Debug, Clone, Default)]
-pub struct Closer {
-    token: CancellationToken,
-    reason: Arc<OnceLock<CloseReason>>,
-}
+///
+/// The task holds the other end, [`Registration::closed`]: a oneshot receiver, polled at every wake-up of the
+/// socket, costs an atomic load there (a cancellation token would take a lock each time).
+#[derive(Debug, Clone)]
+pub struct Closer(Arc<Mutex<Option<oneshot::Sender<CloseReason>>>>);
 
 impl Closer {
-    /// Returns whether this was the first reason (the connection was not closing yet).
-    pub fn close(&self, reason: CloseReason) -> bool {
-        let first = self.reason.set(reason).is_ok();
-        self.token.cancel();
-        first
+    fn new() -> (Closer, oneshot::Receiver<CloseReason>) {
+        let (tell, closed) = oneshot::channel();
+        (Closer(Arc::new(Mutex::new(Some(tell)))), closed)
     }
 
-    /// Resolves with the reason once [`Closer::close`] was called.
-    pub async fn closed(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason.get().copied().unwrap_or(CloseReason::Shutdown)
+    /// Returns whether this was the first reason (the connection was not closing yet).
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let tell = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        tell.map(|tell| tell.send(reason)).is_some()
     }
 }
 
@@ -104,7 +101,8 @@ pub struct Delivery {
 pub struct Registration {
     pub id: ConnId,
     pub frames: mpsc::Receiver<Delivery>,
-    pub closer: Closer,
+    /// Resolves with the reason the server closes this connection for (see [`Closer`]).
+    pub closed: oneshot::Receiver<CloseReason>,
     hub: Arc<Hub>,
 }
 
@@ -153,6 +151,8 @@ struct Inner {
     /// The hub's, counted inside the lock as frames are queued and changes relayed.
     counters: Arc<Counters>,
     next_id: ConnId,
+    /// Set once the server is shutting down: a connection registered after that is closed at once.
+    closing: Option<CloseReason>,
     /// Bumped by every change of sessions, rights or rooms, so that a registration or a join can tell
     /// whether what it read from the database is still current (see [`Hub::register`], [`Hub::join`]).
     epoch: u64,
@@ -165,15 +165,22 @@ struct Conn {
     username: Arc<str>,
     session: Arc<str>,
     is_staff: bool,
+    outlet: Outlet,
+    rooms: HashSet<i64>,
+}
+
+/// Where a connection's frames go, and how to close it when they cannot.
+#[derive(Clone)]
+struct Outlet {
     queue: mpsc::Sender<Delivery>,
     closer: Closer,
-    rooms: HashSet<i64>,
 }
 
 struct Members {
     staff_only: bool,
     order: Order,
-    conns: HashSet<ConnId>,
+    /// Each member connection's outlet, so that a room's fan-out needs no lookup per member.
+    conns: HashMap<ConnId, Outlet>,
     /// Connections per user in this room, for per-user presence.
     users: HashMap<i64, usize>,
 }
@@ -224,10 +231,13 @@ impl Hub {
     /// authenticate again.
     pub fn register(self: &Arc<Self>, user: &User, session: Arc<str>, epoch: u64) -> Result<Registration, Stale> {
         let (queue, frames) = mpsc::channel(self.queue_capacity);
-        let closer = Closer::default();
+        let (closer, closed) = Closer::new();
         let mut inner = self.lock();
         if inner.epoch != epoch {
             return Err(Stale);
+        }
+        if let Some(reason) = inner.closing {
+            closer.close(reason);
         }
         inner.next_id += 1;
         let id = inner.next_id;
@@ -238,12 +248,11 @@ impl Hub {
                 username: user.username.as_str().into(),
                 session,
                 is_staff: user.is_staff,
-                queue,
-                closer: closer.clone(),
+                outlet: Outlet { queue, closer },
                 rooms: HashSet::new(),
             },
         );
-        Ok(Registration { id, frames, closer, hub: self.clone() })
+        Ok(Registration { id, frames, closed, hub: self.clone() })
     }
 
     /// Removes a connection and its memberships, telling each room its user left if it was their last.
@@ -278,13 +287,13 @@ impl Hub {
         if !conn.rooms.insert(room.id) {
             return Ok(false);
         }
-        let (user_id, username) = (conn.user_id, conn.username.clone());
+        let (user_id, username, outlet) = (conn.user_id, conn.username.clone(), conn.outlet.clone());
         // The first member on this node starts the room's order where the database was when it was read:
         // what came before is history to them.
         let members = inner.rooms.entry(room.id).or_insert_with(|| Members {
             staff_only: room.staff_only,
             order: Order::after(room.last_message_id),
-            conns: HashSet::new(),
+            conns: HashMap::new(),
             users: HashMap::new(),
         });
         members.staff_only = room.staff_only;
@@ -298,7 +307,7 @@ impl Hub {
             inner.announce(room.id, &notice);
         }
         if let Some(members) = inner.rooms.get_mut(&room.id) {
-            members.conns.insert(id);
+            members.conns.insert(id, outlet);
         }
         Ok(true)
     }
@@ -503,10 +512,12 @@ impl Hub {
         Subjects { sessions, users, rooms: inner.rooms.keys().copied().collect() }
     }
 
-    /// Closes every connection (server shutdown).
+    /// Closes every connection, and from now on every new one at once (server shutdown).
     pub fn close_all(&self, reason: CloseReason) {
-        for conn in self.lock().conns.values() {
-            conn.closer.close(reason);
+        let mut inner = self.lock();
+        inner.closing = Some(reason);
+        for conn in inner.conns.values() {
+            conn.outlet.closer.close(reason);
         }
     }
 
@@ -555,7 +566,7 @@ impl Inner {
     /// Sends `frame` to the connections `select` picks, in rooms or not.
     fn tell_where(&self, select: impl Fn(&Conn) -> bool, frame: Frame) {
         for conn in self.conns.values().filter(|c| select(c)) {
-            push(conn, Delivery { frame: frame.clone(), message: None }, &self.counters);
+            push(&conn.outlet, Delivery { frame: frame.clone(), message: None }, &self.counters);
         }
     }
 
@@ -577,16 +588,16 @@ impl Inner {
     fn close_where(&mut self, select: impl Fn(&Conn) -> bool, reason: CloseReason) {
         self.epoch += 1;
         for conn in self.conns.values().filter(|c| select(c)) {
-            conn.closer.close(reason);
+            conn.outlet.closer.close(reason);
         }
     }
 
     fn deliver(&self, room: i64, delivery: &Delivery) {
         let Some(members) = self.rooms.get(&room) else { return };
-        for id in &members.conns {
-            if let Some(conn) = self.conns.get(id) {
-                push(conn, delivery.clone(), &self.counters);
-            }
+        let queued = members.conns.values().filter(|outlet| push(outlet, delivery.clone(), &self.counters)).count();
+        if delivery.message.is_some() {
+            // Counted once per message, not once per member: the counter is shared by every thread.
+            self.counters.messages_delivered.fetch_add(queued as u64, Ordering::Relaxed);
         }
     }
 
@@ -630,31 +641,30 @@ impl Inner {
             conn.rooms.remove(&room);
             let (user_id, username) = (conn.user_id, conn.username.clone());
             let refusal = Delivery { frame: Event::error(why.0, why.1, Some(room)), message: None };
-            push(conn, refusal, &self.counters);
+            push(&conn.outlet, refusal, &self.counters);
             let left = Delivery { frame: Event::Left { leave: room.to_string() }.encode(), message: None };
-            push(conn, left, &self.counters);
+            push(&conn.outlet, left, &self.counters);
             if let Some(notice) = self.remove_member(&room, id, user_id, &username, notices) {
                 self.announce(room, &notice);
                 if let Some(conn) = self.conns.get(&id) {
-                    push(conn, Delivery { frame: notice, message: None }, &self.counters);
+                    push(&conn.outlet, Delivery { frame: notice, message: None }, &self.counters);
                 }
             }
         }
     }
 }
 
-/// Queues `delivery` for `conn` without waiting; a full queue means a slow reader, which is disconnected.
-fn push(conn: &Conn, delivery: Delivery, counters: &Counters) {
-    let message = delivery.message.is_some();
-    match conn.queue.try_send(delivery) {
-        Ok(()) if message => {
-            counters.messages_delivered.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+/// Queues `delivery` for a connection without waiting, and says whether it was queued; a full queue means
+/// a slow reader, which is disconnected.
+fn push(outlet: &Outlet, delivery: Delivery, counters: &Counters) -> bool {
+    match outlet.queue.try_send(delivery) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            if conn.closer.close(CloseReason::SlowReader) {
+            if outlet.closer.close(CloseReason::SlowReader) {
                 counters.slow_readers_dropped.fetch_add(1, Ordering::Relaxed);
             }
+            false
         }
     }
 }
@@ -725,7 +735,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_closes_the_slow_reader_and_spares_the_others() {
         let (hub, _catch_up) = Hub::new(2, false);
-        let slow = hub.register(&user(1, "slow", false), "s".into(), hub.epoch()).unwrap();
+        let mut slow = hub.register(&user(1, "slow", false), "s".into(), hub.epoch()).unwrap();
         let mut quick = hub.register(&user(2, "quick", false), "q".into(), hub.epoch()).unwrap();
         for conn in [slow.id, quick.id] {
             hub.join(conn, &room(1, false), false, hub.epoch()).unwrap();
@@ -734,8 +744,19 @@ mod tests {
             hub.apply(Change::Notice { room: 1, frame: format!("frame {n}") });
             drain(&mut quick.frames);
         }
-        assert_eq!(slow.closer.closed().await, CloseReason::SlowReader);
-        assert!(!quick.closer.token.is_cancelled());
+        assert_eq!((&mut slow.closed).await, Ok(CloseReason::SlowReader));
+        assert!(quick.closed.try_recv().is_err(), "the quick reader stays");
+    }
+
+    #[test]
+    fn after_shutdown_began_a_new_connection_is_closed_at_once() {
+        let (hub, _catch_up) = Hub::new(8, false);
+        let mut open = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
+        hub.close_all(CloseReason::Shutdown);
+        assert_eq!(open.closed.try_recv(), Ok(CloseReason::Shutdown));
+        // A handshake that was already past authentication registers afterwards: it must not stay open.
+        let mut late = hub.register(&user(2, "bob", false), "b".into(), hub.epoch()).unwrap();
+        assert_eq!(late.closed.try_recv(), Ok(CloseReason::Shutdown));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! One chat connection: a single task, one `select!` loop over the socket, the room queue, the
-//! heartbeat and the close signals; cleanup once, after the loop.
+//! One chat connection: a single task, one `select!` loop over the socket, the room queue, one timer
+//! (heartbeat and session end) and the close signal; cleanup once, after the loop.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tokio::time::{timeout, Instant};
 
 use crate::auth::CurrentUser;
 use crate::db::{now_ms, NewMessage, Page, Stored};
@@ -47,27 +47,29 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
         replayed: HashMap::new(),
     };
     let ping_every = state.config.ping_interval;
-    let mut heartbeat = interval(ping_every);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     // When the unanswered ping went out: a socket is closed only after a ping it had a whole interval to
     // answer, never merely for having been quiet.
     let mut ping_sent: Option<Instant> = None;
-    let session_left = Duration::from_millis(conn.who.expires_at.saturating_sub(now_ms()).max(0) as u64);
-    let session_end = tokio::time::sleep(session_left);
-    // Made once, not per turn of the loop: each would register with its token's waiter list anew (a lock)
-    // every time a frame wakes the socket.
-    let closer = registration.closer.clone();
-    let (shutdown, closed) = (state.shutdown.cancelled(), closer.closed());
-    tokio::pin!(session_end, shutdown, closed);
+    let session_end =
+        Instant::now() + Duration::from_millis(conn.who.expires_at.saturating_sub(now_ms()).max(0) as u64);
+    // One timer for the heartbeat and the session's end, made once: every input of the loop is polled
+    // whenever a frame wakes the socket, hundreds of times a second under load, so each one counts.
+    let timer = tokio::time::sleep_until((Instant::now() + ping_every).min(session_end));
+    tokio::pin!(timer);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
 
     let end = loop {
         tokio::select! {
-            _ = &mut shutdown => break End::Server(CloseReason::Shutdown),
-            reason = &mut closed => break End::Server(reason),
-            _ = &mut session_end => break End::Server(CloseReason::LoggedOut),
-            Some(delivery) = registration.frames.recv() => {
-                if conn.deliver(&mut socket, delivery, &mut registration.frames).await.is_err() {
+            reason = &mut registration.closed => break End::Server(reason.unwrap_or(CloseReason::Shutdown)),
+            // Everything already queued (up to a batch) is written with one flush: under load a socket gets
+            // its frames in one write instead of one system call per frame.
+            taken = registration.frames.recv_many(&mut batch, WRITE_BATCH) => {
+                // Only the hub's end can close the queue, and it does so only after this task is gone.
+                if taken == 0 {
+                    break End::Server(CloseReason::Shutdown);
+                }
+                if conn.deliver(&mut socket, batch.drain(..)).await.is_err() {
                     break End::Peer;
                 }
             }
@@ -89,20 +91,27 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
                     break End::Peer;
                 }
             }
-            _ = heartbeat.tick() => match ping_sent {
-                Some(sent) if sent.elapsed() >= ping_every => {
-                    tracing::debug!(user = %conn.who.user.username, "closing a socket that stopped answering pings");
-                    break End::Peer;
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= session_end {
+                    break End::Server(CloseReason::LoggedOut);
                 }
-                Some(_) => {}
-                None if last_heard.elapsed() >= ping_every => {
-                    if conn.write(&mut socket, Message::Ping(Default::default())).await.is_err() {
+                match ping_sent {
+                    Some(sent) if now - sent >= ping_every => {
+                        tracing::debug!(user = %conn.who.user.username, "closing a socket that stopped answering pings");
                         break End::Peer;
                     }
-                    ping_sent = Some(Instant::now());
+                    Some(_) => {}
+                    None if now - last_heard >= ping_every => {
+                        if conn.write(&mut socket, Message::Ping(Default::default())).await.is_err() {
+                            break End::Peer;
+                        }
+                        ping_sent = Some(Instant::now());
+                    }
+                    None => {}
                 }
-                None => {}
-            },
+                timer.as_mut().reset((now + ping_every).min(session_end));
+            }
         }
     };
 
@@ -164,27 +173,17 @@ impl Connection {
         self.within_write_timeout(batch).await
     }
 
-    /// Writes `first` and whatever else is already queued for this socket (up to [`WRITE_BATCH`]), then flushes
-    /// once: under load a socket gets its frames in one write instead of one system call per frame.
-    async fn deliver(
-        &self,
-        socket: &mut WebSocket,
-        first: Delivery,
-        queue: &mut tokio::sync::mpsc::Receiver<Delivery>,
-    ) -> Result<(), ()> {
-        let batch = async {
-            let mut next = Some(first);
-            let mut taken = 0;
-            while let Some(delivery) = next {
+    /// Writes a batch of queued frames and flushes once.
+    async fn deliver(&self, socket: &mut WebSocket, batch: impl Iterator<Item = Delivery>) -> Result<(), ()> {
+        let write = async {
+            for delivery in batch {
                 if !self.already_replayed(&delivery) {
                     socket.feed(Message::Text(delivery.frame)).await?;
                 }
-                taken += 1;
-                next = if taken < WRITE_BATCH { queue.try_recv().ok() } else { None };
             }
             socket.flush().await
         };
-        self.within_write_timeout(batch).await
+        self.within_write_timeout(write).await
     }
 
     fn already_replayed(&self, delivery: &Delivery) -> bool {
