@@ -1,12 +1,16 @@
 //! The message writer: one task stores what users send, in batches, and publishes each stored message.
 //!
-//! Connections hand their messages over and wait for the outcome. Under light load a batch is a single
+//! Connections hand their messages over and get the outcome later (see [`Outcome`]), so that a sender's
+//! next messages are read while its earlier ones are being stored. Under light load a batch is a single
 //! message; under heavy load everything that queued while the previous batch was being committed goes
 //! into the next transaction, so the cost of a commit is shared. Publishing from this one task, in
 //! commit order, is what delivers each room's messages in id order.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,11 +64,29 @@ impl Writer {
         &self.stats
     }
 
-    /// Stores `message` and publishes it to its room; resolves once it is committed.
-    pub async fn store(&self, message: NewMessage) -> Result<Stored, Error> {
+    /// Hands `message` over to be stored and published to its room, after every message handed over
+    /// before it; waits only while the writer's queue is full. The [`Outcome`] resolves once it is committed.
+    pub async fn submit(&self, message: NewMessage) -> Result<Outcome, Error> {
         let (outcome, result) = oneshot::channel();
         self.queue.send(Pending { message, outcome }).await.map_err(|_| Error::Unavailable)?;
-        result.await.map_err(|_| Error::Unavailable)?
+        Ok(Outcome(result))
+    }
+
+    /// Stores `message` and publishes it to its room; resolves once it is committed.
+    pub async fn store(&self, message: NewMessage) -> Result<Stored, Error> {
+        self.submit(message).await?.await
+    }
+}
+
+/// A message handed to the writer: resolves with what became of it.
+#[derive(Debug)]
+pub struct Outcome(oneshot::Receiver<Result<Stored, Error>>);
+
+impl Future for Outcome {
+    type Output = Result<Stored, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|result| result.unwrap_or(Err(Error::Unavailable)))
     }
 }
 
@@ -79,18 +101,24 @@ async fn run(db: Db, hub: Arc<Hub>, mut pending: mpsc::Receiver<Pending>, stats:
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats.messages.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    if let Ok(Stored::New(stored)) = &outcome {
+                    let new = match &outcome {
+                        Ok(Stored::New(stored)) => Some((stored.room, stored.id, stored.created_at)),
+                        _ => None,
+                    };
+                    // The outcome first: a sender that finds its message queued has its ack ready too, and
+                    // answers with the ack before the message.
+                    let _ = job.outcome.send(outcome);
+                    if let Some((room, id, ts)) = new {
                         let event = Event::Message {
                             msg_type: MSG_MESSAGE,
-                            room: stored.room,
+                            room,
                             username: &job.message.username,
                             message: &job.message.body,
-                            id: stored.id,
-                            ts: stored.created_at,
+                            id,
+                            ts,
                         };
-                        hub.publish_message(stored.room, stored.id, &event.encode());
+                        hub.publish_message(room, id, &event.encode());
                     }
-                    let _ = job.outcome.send(outcome);
                 }
             }
             Err(err) => {

@@ -185,7 +185,67 @@ async fn concurrent_senders_get_dense_ids_delivered_in_order(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_sender_is_answered_while_its_messages_wait_for_the_database(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let lobby = server.room("Lobby", false).await;
+    let mut ann = server.login_new("ann", plain()).await.connect().await;
+    ann.join(lobby.id).await;
+
+    let lock = db.hold_write_lock().await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "first", "nonce": "k1" })).await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "second", "nonce": "k2" })).await;
+    // The socket is still read while both wait to be stored: pings are answered, mistakes refused at once.
+    assert!(ann.pings_back_within(Duration::from_millis(500)).await, "a ping is answered while messages wait");
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "  ", "nonce": "k3" })).await;
+    let refusal = ann.recv().await;
+    assert_eq!((&refusal["error"], &refusal["nonce"]), (&json!("MESSAGE_EMPTY"), &json!("k3")));
+
+    drop(lock);
+    for (nonce, text) in [("k1", "first"), ("k2", "second")] {
+        // Each message's ack comes before the message itself, in the order they were sent.
+        let ack = ann.recv().await;
+        assert_eq!(ack["ack"], nonce, "{ack}");
+        let message = ann.recv().await;
+        assert_eq!((&message["message"], &message["id"]), (&json!(text), &ack["id"]));
+    }
+    server.stop().await;
+}
+
+async fn a_command_after_a_burst_of_sends_sees_them_all_stored(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, Config { messages_per_second: 100, ..test_config() }).await;
+    let lobby = server.room("Lobby", false).await;
+    let mut ann = server.login_new("ann", plain()).await.connect().await;
+    ann.join(lobby.id).await;
+    for n in 0..40 {
+        ann.send(json!({ "command": "send", "room": lobby.id, "message": format!("m{n}"), "nonce": format!("k{n}") }))
+            .await;
+    }
+    ann.send(json!({ "command": "history", "room": lobby.id, "limit": 100 })).await;
+    let (mut acks, mut events) = (Vec::new(), 0);
+    let history = loop {
+        let frame = ann.recv().await;
+        if frame.get("history").is_some() {
+            break frame;
+        }
+        match frame.get("ack") {
+            Some(nonce) => acks.push(nonce.as_str().unwrap().to_owned()),
+            None => events += 1,
+        }
+    };
+    let expected: Vec<String> = (0..40).map(|n| format!("k{n}")).collect();
+    assert_eq!(acks, expected, "every ack, in the order sent, before the reply to the next command");
+    assert!(events <= 40, "{events}");
+    let texts: Vec<&str> =
+        history["messages"].as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 40, "the history has every message sent before it: {texts:?}");
+    server.stop().await;
+}
+
 on_both_backends!(
+    a_sender_is_answered_while_its_messages_wait_for_the_database,
+    a_command_after_a_burst_of_sends_sees_them_all_stored,
     two_users_chat_in_a_room,
     one_socket_carries_every_joined_room,
     rooms_hear_who_enters_and_leaves,

@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::SinkExt;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{ready, FutureExt, SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::{timeout, Instant};
 
@@ -16,6 +19,7 @@ use crate::db::{now_ms, NewMessage, Page, Stored};
 use crate::error::Error;
 use crate::hub::{CloseReason, ConnId, Delivery, Registration};
 use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef};
+use crate::writer::Outcome;
 use crate::AppState;
 
 /// How often a join is retried while rights or rooms keep changing under it.
@@ -24,6 +28,10 @@ const JOIN_ATTEMPTS: usize = 5;
 const DEFAULT_PAGE: i64 = 50;
 /// The most queued frames written before one flush (and before the loop looks at its other inputs again).
 const WRITE_BATCH: usize = 64;
+/// The most messages of one connection waiting to be stored. A sender's next commands are read while its
+/// earlier messages are being stored: waiting for each commit before reading on would leave its messages
+/// queued in the socket whenever the writer is busy, their latency growing with them.
+const SENDS_IN_FLIGHT: usize = 32;
 
 /// How a connection's loop ended.
 enum End {
@@ -45,6 +53,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
             NonZeroU32::new(state.config.messages_per_second).unwrap_or(NonZeroU32::MIN),
         )),
         replayed: HashMap::new(),
+        in_flight: FuturesOrdered::new(),
     };
     let ping_every = state.config.ping_interval;
     let mut last_heard = Instant::now();
@@ -69,11 +78,20 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
                 if taken == 0 {
                     break End::Server(CloseReason::Shutdown);
                 }
-                if conn.deliver(&mut socket, batch.drain(..)).await.is_err() {
+                // The writer answers a sender before it queues the message: an ack ready by now goes first.
+                let acks = conn.answers_ready();
+                if conn.deliver(&mut socket, acks, batch.drain(..)).await.is_err() {
                     break End::Peer;
                 }
             }
-            incoming = socket.recv() => {
+            // Acks and refusals of stored messages, in the order they were sent.
+            Some((room, nonce, outcome)) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
+                let frames = conn.stored(room, nonce, outcome);
+                if conn.write_all(&mut socket, frames).await.is_err() {
+                    break End::Peer;
+                }
+            }
+            incoming = socket.recv(), if conn.in_flight.len() < SENDS_IN_FLIGHT => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(err)) if is_capacity_error(&err) => break End::TooBig,
@@ -140,6 +158,24 @@ struct Connection {
     /// Per room resumed with `after`: the highest message id the client has, from before or from the
     /// replay. Live copies of those (queued while the replay was read) are dropped.
     replayed: HashMap<i64, i64>,
+    /// Messages handed to the writer and not yet answered, oldest first.
+    in_flight: FuturesOrdered<InFlight>,
+}
+
+/// A message handed to the writer: its room and nonce, and what became of it.
+struct InFlight {
+    room: i64,
+    nonce: Option<String>,
+    outcome: Outcome,
+}
+
+impl Future for InFlight {
+    type Output = (i64, Option<String>, Result<Stored, Error>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = ready!(Pin::new(&mut self.outcome).poll(cx));
+        Poll::Ready((self.room, self.nonce.take(), outcome))
+    }
 }
 
 /// A command's failure: what went wrong, and the room it concerned.
@@ -173,9 +209,17 @@ impl Connection {
         self.within_write_timeout(batch).await
     }
 
-    /// Writes a batch of queued frames and flushes once.
-    async fn deliver(&self, socket: &mut WebSocket, batch: impl Iterator<Item = Delivery>) -> Result<(), ()> {
+    /// Writes `first`, then a batch of queued frames, and flushes once.
+    async fn deliver(
+        &self,
+        socket: &mut WebSocket,
+        first: Vec<Frame>,
+        batch: impl Iterator<Item = Delivery>,
+    ) -> Result<(), ()> {
         let write = async {
+            for frame in first {
+                socket.feed(Message::Text(frame)).await?;
+            }
             for delivery in batch {
                 if !self.already_replayed(&delivery) {
                     socket.feed(Message::Text(delivery.frame)).await?;
@@ -200,13 +244,22 @@ impl Connection {
             Ok(command) => command,
             Err(bad) => return vec![Event::error(bad.code, &bad.detail, None)],
         };
+        // Any other command sees the connection's messages stored first: a `history` right after a `send`
+        // has the message, and replies keep the order of the commands.
+        let mut frames = Vec::new();
+        if !matches!(command, Command::Send { .. }) {
+            while let Some((room, nonce, outcome)) = self.in_flight.next().await {
+                frames.extend(self.stored(room, nonce, outcome));
+            }
+        }
         let result = match command {
+            Command::Send { room, message, nonce } => return self.send(room, message, nonce).await,
             Command::Join { room, after } => self.join(room, after).await,
             Command::Leave { room } => self.leave(room).await,
-            Command::Send { room, message, nonce } => return self.send(room, message, nonce).await,
             Command::History { room, before, after, limit } => self.history(room, before, after, limit).await,
         };
-        result.unwrap_or_else(|(error, room)| vec![error_frame(&error, room, None)])
+        frames.extend(result.unwrap_or_else(|(error, room)| vec![error_frame(&error, room, None)]));
+        frames
     }
 
     async fn join(&mut self, room: RoomRef, after: Option<i64>) -> Result<Vec<Frame>, Failure> {
@@ -283,7 +336,8 @@ impl Connection {
         Ok(vec![frame.encode()])
     }
 
-    /// Sends a message; refusals carry the send's nonce so the client knows which message failed.
+    /// Hands a message to the writer (its ack or refusal follows from [`Connection::stored`]), or refuses it
+    /// at once; refusals carry the send's nonce so the client knows which message failed.
     async fn send(&mut self, room: RoomRef, message: String, nonce: Option<String>) -> Vec<Frame> {
         let id = match room_id(room) {
             Ok(id) => id,
@@ -315,7 +369,31 @@ impl Connection {
             body: message,
             nonce: nonce.clone(),
         };
-        match self.state.writer.store(new).await {
+        match self.state.writer.submit(new).await {
+            Ok(outcome) => {
+                self.in_flight.push_back(InFlight { room: id, nonce, outcome });
+                Vec::new()
+            }
+            Err(error) => vec![error_frame(&error, Some(id), nonce.as_deref())],
+        }
+    }
+
+    /// The answers to the messages the writer is done with by now (see [`Connection::stored`]).
+    fn answers_ready(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        // Without waiting: the loop polls `in_flight` with the task's own waker before it sleeps again.
+        while let Some(Some((room, nonce, outcome))) = self.in_flight.next().now_or_never() {
+            frames.extend(self.stored(room, nonce, outcome));
+        }
+        frames
+    }
+
+    /// The answer to a message the writer is done with: an ack when it was stored, else the refusal.
+    fn stored(&mut self, id: i64, nonce: Option<String>, outcome: Result<Stored, Error>) -> Vec<Frame> {
+        let refuse = |code: ErrorCode, detail: &str| {
+            vec![Event::Error { error: code, detail, room: Some(id), nonce: nonce.as_deref() }.encode()]
+        };
+        match outcome {
             Ok(Stored::New(stored) | Stored::Duplicate(stored)) => match &nonce {
                 Some(nonce) => {
                     vec![Event::Ack { ack: nonce, room: stored.room, id: stored.id, ts: stored.created_at }.encode()]

@@ -98,6 +98,21 @@ impl TestDb {
         pool.close().await;
     }
 
+    /// Holds the lock that storing a message needs, until the returned connection is dropped or committed:
+    /// a database that is slow to write, as under another writer's long transaction.
+    pub async fn hold_write_lock(&self) -> sqlx::AnyConnection {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.expect("connect");
+        let lock = if self.postgres_name.is_some() {
+            // SHARE mode blocks inserts, not reads.
+            "BEGIN; LOCK TABLE messages IN SHARE MODE"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        conn.execute(lock).await.expect("take the write lock");
+        conn
+    }
+
     /// A new, migrated connection pool to this database.
     pub async fn open(&self) -> Db {
         let db = Db::connect(&self.url).await.expect("connect");
@@ -456,6 +471,17 @@ impl Ws {
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(other) => panic!("expected no frame, got {other:?}"),
             }
+        }
+    }
+
+    /// Sends a WebSocket ping and says whether its pong came back within `within` (any other frame first
+    /// fails the test).
+    pub async fn pings_back_within(&mut self, within: Duration) -> bool {
+        self.send_raw(Message::Ping(b"still there?".to_vec().into())).await;
+        match tokio::time::timeout(within, self.stream.next()).await {
+            Err(_) => false,
+            Ok(Some(Ok(Message::Pong(payload)))) => payload.as_ref() == b"still there?",
+            Ok(other) => panic!("expected a pong, got {other:?}"),
         }
     }
 
