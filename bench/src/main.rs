@@ -70,6 +70,10 @@ enum Scenario {
         rate: f64,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Senders send at the same instants (bursts of one message per sender) instead of spread evenly over
+        /// each period: the tool's behaviour before 2026-12-04, to reproduce figures taken then.
+        #[arg(long)]
+        in_step: bool,
     },
     /// Connect, join, send, leave, disconnect, in a loop: cycles per second and errors.
     Churn {
@@ -156,8 +160,9 @@ async fn scenario(cli: &Cli, target: &Target) -> anyhow::Result<Report> {
         Scenario::Idle { connections, hold } => {
             idle::run(target, idle::Idle { connections, users: cli.users, hold: seconds(hold) }).await?
         }
-        Scenario::Fanout { rooms, members, senders, rate, seconds: s } => {
-            let fanout = fanout::Fanout { rooms, members, senders, rate, duration: seconds(s), users: cli.users };
+        Scenario::Fanout { rooms, members, senders, rate, seconds: s, in_step } => {
+            let fanout =
+                fanout::Fanout { rooms, members, senders, rate, duration: seconds(s), users: cli.users, in_step };
             fanout::run(target, fanout).await?
         }
         Scenario::Churn { workers, rooms, seconds: s } => {

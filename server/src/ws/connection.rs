@@ -381,6 +381,11 @@ impl Connection {
     /// The answers to the messages the writer is done with by now (see [`Connection::stored`]).
     fn answers_ready(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
+        // Most sockets never send: with nothing in flight there is nothing to poll (polling an empty set
+        // still registers the task's waker with it, at every delivery).
+        if self.in_flight.is_empty() {
+            return frames;
+        }
         // Without waiting: the loop polls `in_flight` with the task's own waker before it sleeps again.
         while let Some(Some((room, nonce, outcome))) = self.in_flight.next().now_or_never() {
             frames.extend(self.stored(room, nonce, outcome));
