@@ -71,11 +71,6 @@ impl Writer {
         self.queue.send(Pending { message, outcome }).await.map_err(|_| Error::Unavailable)?;
         Ok(Outcome(result))
     }
-
-    /// Stores `message` and publishes it to its room; resolves once it is committed.
-    pub async fn store(&self, message: NewMessage) -> Result<Stored, Error> {
-        self.submit(message).await?.await
-    }
 }
 
 /// A message handed to the writer: resolves with what became of it.
@@ -101,23 +96,25 @@ async fn run(db: Db, hub: Arc<Hub>, mut pending: mpsc::Receiver<Pending>, stats:
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats.messages.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    let new = match &outcome {
-                        Ok(Stored::New(stored)) => Some((stored.room, stored.id, stored.created_at)),
+                    let published = match &outcome {
+                        Ok(Stored::New(stored)) => {
+                            let event = Event::Message {
+                                msg_type: MSG_MESSAGE,
+                                room: stored.room,
+                                username: &job.message.username,
+                                message: &job.message.body,
+                                id: stored.id,
+                                ts: stored.created_at,
+                            };
+                            Some((stored.room, stored.id, event.encode()))
+                        }
                         _ => None,
                     };
                     // The outcome first: a sender that finds its message queued has its ack ready too, and
                     // answers with the ack before the message.
                     let _ = job.outcome.send(outcome);
-                    if let Some((room, id, ts)) = new {
-                        let event = Event::Message {
-                            msg_type: MSG_MESSAGE,
-                            room,
-                            username: &job.message.username,
-                            message: &job.message.body,
-                            id,
-                            ts,
-                        };
-                        hub.publish_message(room, id, &event.encode());
+                    if let Some((room, id, frame)) = published {
+                        hub.publish_message(room, id, &frame);
                     }
                 }
             }

@@ -397,9 +397,6 @@ impl Connection {
 
     /// The answer to a message the writer is done with: an ack when it was stored, else the refusal.
     fn stored(&mut self, id: i64, nonce: Option<String>, outcome: Result<Stored, Error>) -> Vec<Frame> {
-        let refuse = |code: ErrorCode, detail: &str| {
-            vec![Event::Error { error: code, detail, room: Some(id), nonce: nonce.as_deref() }.encode()]
-        };
         match outcome {
             Ok(Stored::New(stored) | Stored::Duplicate(stored)) => match &nonce {
                 Some(nonce) => {
@@ -410,7 +407,13 @@ impl Connection {
             Err(Error::RoomAccessDenied) => {
                 // Rights changed since the join: take the connection out, as the hub does for demotions.
                 let left = self.state.hub.leave(self.id, id);
-                let mut frames = refuse(ErrorCode::RoomAccessDenied, "this room is for staff only");
+                let refusal = Event::Error {
+                    error: ErrorCode::RoomAccessDenied,
+                    detail: "this room is for staff only",
+                    room: Some(id),
+                    nonce: nonce.as_deref(),
+                };
+                let mut frames = vec![refusal.encode()];
                 frames.push(Event::Left { leave: id.to_string() }.encode());
                 frames.extend(left.notice);
                 frames
