@@ -111,6 +111,8 @@ test("two people chat in a room, and one of them in a second room too", LIMIT, a
 
     await boss.getByRole("button", { name: "Lobby" }).click();
     await boss.getByRole("heading", { name: "Lobby" }).waitFor();
+    // The heading shows at once; the room is busy until the server confirms boss is in (and will hear pat enter).
+    await boss.locator('.messages[aria-busy="false"]').waitFor();
     await pat.getByRole("button", { name: "Lobby" }).click();
     await boss.getByText("pat entered the room").waitFor();
     await say(boss, "Hello from boss");

@@ -216,6 +216,8 @@ async function showChat(root, env, me) {
   function drawRoom() {
     const room = client.active === null ? undefined : client.rooms.get(client.active);
     composer.hidden = !room;
+    // Busy until the server has confirmed the join: only then does this person hear what happens in the room.
+    messages.setAttribute("aria-busy", String(Boolean(room && !room.joined)));
     if (!room) {
       fill(roomHeader, h("h2", {}, "No room open"));
       fill(messages, h("li", { class: "hint" }, "Choose a room on the left to join it. You can be in several at once."));
