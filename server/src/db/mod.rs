@@ -90,6 +90,10 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout)
+            // sqlx pings a connection before every hand-out by default. An embedded SQLite connection cannot
+            // go stale, and for it the ping is one more trip to its worker thread per query (five instead of
+            // four per stored message); a Postgres connection can die with its server, so it is still tested.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
