@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
 use crate::error::Error;
+use crate::hub::presence::ALIVE_EVERY;
 use crate::hub::{Change, CloseReason, Hub};
 
 /// Changes waiting to go out to Redis; beyond that they are dropped and the other nodes catch up from the
@@ -90,8 +91,25 @@ pub fn link(
     hub.relay_to(relay);
     let connected = Arc::new(AtomicBool::new(false));
     let node = format!("{:016x}", rand::random::<u64>());
-    let link = Link { client, channel: channel(&options.prefix), node, hub, db, connected: connected.clone() };
-    Ok((Cluster { link: Some(connected) }, link.run(outbox, shutdown)))
+    let link =
+        Link { client, channel: channel(&options.prefix), node, hub: hub.clone(), db, connected: connected.clone() };
+    let run = async move {
+        tokio::join!(link.run(outbox, shutdown.clone()), expire_silent_nodes(hub, shutdown));
+    };
+    Ok((Cluster { link: Some(connected) }, run))
+}
+
+/// Forgets, every second, the nodes that went silent (see [`Hub::expire_nodes`]); also while Redis is
+/// lost, when every other node goes silent.
+async fn expire_silent_nodes(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => hub.expire_nodes(),
+        }
+    }
 }
 
 struct Link {
@@ -127,6 +145,8 @@ impl Link {
                     // Whatever happened while this node was not listening (at start: nothing) is in the
                     // database; read it without holding up what comes in now.
                     tokio::spawn(check_again(self.db.clone(), self.hub.clone()));
+                    // The others may have forgotten this node meanwhile (at start: never knew it).
+                    self.hub.introduce();
                     let lost = self.relay(connections, &mut outbox, &shutdown).await;
                     self.connected.store(false, Ordering::Relaxed);
                     match lost {
@@ -183,6 +203,8 @@ impl Link {
     ) -> Option<String> {
         let mut ping = interval(PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut alive = interval(ALIVE_EVERY);
+        alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(RELAY_BATCH);
         loop {
             tokio::select! {
@@ -206,6 +228,14 @@ impl Link {
                         return Some(cause.to_string());
                     }
                 }
+                _ = alive.tick() => {
+                    let payload = serde_json::to_vec(&Envelope { node: self.node.clone(), change: Change::Alive }).unwrap_or_default();
+                    let mut publish = redis::cmd("PUBLISH");
+                    publish.arg(&self.channel).arg(payload);
+                    if let Err(cause) = publish.query_async::<()>(&mut connections.publisher).await {
+                        return Some(cause.to_string());
+                    }
+                }
                 _ = ping.tick() => match timeout(REDIS_TIMEOUT, connections.sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(cause)) => return Some(cause.to_string()),
@@ -219,7 +249,7 @@ impl Link {
     fn receive(&self, payload: &[u8]) {
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(envelope) if envelope.node == self.node => {}
-            Ok(envelope) => self.hub.apply(envelope.change),
+            Ok(envelope) => self.hub.apply_from(&envelope.node, envelope.change),
             Err(cause) => {
                 tracing::warn!(%cause, channel = %self.channel, "skipped a message on the Redis channel that is not a change")
             }

@@ -18,6 +18,9 @@ pub const MSG_ENTER: u8 = 4;
 /// `msg_type` of "someone left the room".
 pub const MSG_LEAVE: u8 = 5;
 
+/// How long a typing signal shows, in milliseconds; clients renew it every couple of seconds while typing.
+pub const TYPING_TTL_MS: u64 = 5000;
+
 /// The longest nonce a client may attach to a `send`, in characters.
 pub const MAX_NONCE_CHARS: usize = 64;
 
@@ -35,6 +38,8 @@ pub enum Command {
     /// `{"command":"history","room":ID,"before":N,"after":M,"limit":L}` — a page of stored messages (all
     /// but `room` optional).
     History { room: RoomRef, before: Option<i64>, after: Option<i64>, limit: Option<i64> },
+    /// `{"command":"typing","room":ID}` — tell the room's other members this user is typing (never stored).
+    Typing { room: RoomRef },
 }
 
 /// A room id as the client wrote it. The original client sends `"1"`, others `1`: both mean room 1,
@@ -87,8 +92,14 @@ pub enum Event<'a> {
     /// `{"gap":"ID","after":N,"before":M}` — messages N+1 … M-1 were not replayed (too many, or no longer
     /// stored): page them with `history` if wanted.
     Gap { gap: String, after: i64, before: i64 },
-    /// `{"join":"ID","title":T}` — to the joiner, after a successful join.
-    Joined { join: String, title: &'a str },
+    /// `{"join":"ID","title":T,"members":[U…]}` — to the joiner, after a successful join; `members` (who is
+    /// in the room, the joiner included, sorted) unless presence is turned off.
+    Joined {
+        join: String,
+        title: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<&'a str>>,
+    },
     /// `{"leave":"ID"}` — to the leaver, after a leave (also when removed by the server).
     Left { leave: String },
     /// `{"msg_type":0,"room":ID,"username":U,"message":M,"id":N,"ts":MS}` — a message, to every member;
@@ -96,6 +107,9 @@ pub enum Event<'a> {
     Message { msg_type: u8, room: i64, username: &'a str, message: &'a str, id: i64, ts: i64 },
     /// `{"msg_type":4|5,"room":ID,"username":U}` — someone entered or left the room.
     Presence { msg_type: u8, room: i64, username: &'a str },
+    /// `{"typing":"ID","username":U,"ttl_ms":MS}` — U is typing in the room: show it for MS milliseconds,
+    /// unless renewed by another, or ended by a message from U or U leaving.
+    Typing { typing: String, username: &'a str, ttl_ms: u64 },
     /// `{"error":CODE,"detail":TEXT}` (+ `"room":ID` when it concerns one, `"nonce":K` for a refused
     /// `send` that carried one) — a refused command.
     Error {
@@ -211,6 +225,7 @@ pub fn parse(text: &str) -> Result<Command, BadFrame> {
             after: envelope.after,
             limit: envelope.limit,
         }),
+        "typing" => Ok(Command::Typing { room: room.ok_or_else(|| missing("room"))? }),
         other => Err(BadFrame {
             code: ErrorCode::UnknownCommand,
             detail: format!("unknown command `{}`", other.chars().take(40).collect::<String>()).into(),
@@ -263,6 +278,12 @@ mod tests {
     }
 
     #[test]
+    fn typing_names_its_room() {
+        assert_eq!(parse(r#"{"command":"typing","room":"2"}"#), Ok(Command::Typing { room: RoomRef::Id(2) }));
+        assert_eq!(parse(r#"{"command":"typing"}"#).unwrap_err().code, ErrorCode::MalformedFrame);
+    }
+
+    #[test]
     fn bad_frames_say_what_is_wrong() {
         let code = |text: &str| parse(text).unwrap_err().code;
         assert_eq!(code("not json"), ErrorCode::MalformedFrame);
@@ -275,8 +296,12 @@ mod tests {
 
     #[test]
     fn events_encode_as_the_original_client_expects() {
-        let joined = Event::Joined { join: "3".into(), title: "Lobby" }.encode();
+        let joined = Event::Joined { join: "3".into(), title: "Lobby", members: None }.encode();
         assert_eq!(joined.as_str(), r#"{"join":"3","title":"Lobby"}"#);
+        let joined = Event::Joined { join: "3".into(), title: "Lobby", members: Some(vec!["ann", "bo"]) }.encode();
+        assert_eq!(joined.as_str(), r#"{"join":"3","title":"Lobby","members":["ann","bo"]}"#);
+        let typing = Event::Typing { typing: "3".into(), username: "ann", ttl_ms: 5000 }.encode();
+        assert_eq!(typing.as_str(), r#"{"typing":"3","username":"ann","ttl_ms":5000}"#);
         let msg = Event::Message { msg_type: MSG_MESSAGE, room: 3, username: "ann", message: "hi", id: 9, ts: 5 };
         assert_eq!(msg.encode().as_str(), r#"{"msg_type":0,"room":3,"username":"ann","message":"hi","id":9,"ts":5}"#);
         let err = Event::error(ErrorCode::RoomAccessDenied, "staff only", None);

@@ -18,7 +18,8 @@ async fn two_users_chat_in_a_room(backend: Backend) {
     let mut ann = server.login_new("ann", plain()).await.connect().await;
     let mut bob = server.login_new("bob", plain()).await.connect().await;
 
-    assert_eq!(ann.join(lobby.id).await, json!({ "join": lobby.id.to_string(), "title": "Lobby" }));
+    let joined = json!({ "join": lobby.id.to_string(), "title": "Lobby", "members": ["ann"] });
+    assert_eq!(ann.join(lobby.id).await, joined);
     assert_eq!(bob.join(lobby.id).await["join"], lobby.id.to_string());
     assert_eq!(ann.recv().await, json!({ "msg_type": 4, "room": lobby.id, "username": "bob" }));
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::CloseReason;
+use super::{CloseReason, Member};
 
 /// A change every node applies to its own connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,8 +12,16 @@ use super::CloseReason;
 pub enum Change {
     /// Chat message `id` of `room`, stored, encoded as its live frame.
     Message { room: i64, id: i64, frame: String },
-    /// A frame for the members of `room` (someone on the sending node entered or left).
-    Notice { room: i64, frame: String },
+    /// The sending node has (`here`) or no longer has a connection of this user in this room.
+    Member { member: Member, here: bool },
+    /// The sending node's members, all of them: what was known of it is replaced.
+    Snapshot { members: Vec<Member> },
+    /// The sending node (re)joined the others: each answers with its [`Change::Snapshot`].
+    Hello,
+    /// The sending node is still there (it says so every [`super::presence::ALIVE_EVERY`]).
+    Alive,
+    /// `user` is typing in `room`: the frame goes to the room's members but that user's own connections.
+    Typing { room: i64, user: i64, frame: String },
     /// A user's rights changed: deactivated users are disconnected, demoted ones leave staff-only rooms.
     UserChanged { user: i64, is_staff: bool, is_active: bool },
     /// A room's flags changed: when it became staff-only, non-staff members leave it.
@@ -42,6 +50,9 @@ mod tests {
             Change::Message { room: 1, id: 7, frame: r#"{"msg_type":0}"#.into() },
             Change::CloseUser { user: 3, reason: CloseReason::AccountChanged },
             Change::RoomChanged { room: 2, staff_only: true },
+            Change::Member { member: Member { room: 1, user: 2, username: "ann".into() }, here: true },
+            Change::Snapshot { members: vec![Member { room: 1, user: 2, username: "ann".into() }] },
+            Change::Alive,
         ];
         for change in changes {
             let json = serde_json::to_string(&change).unwrap();

@@ -2,8 +2,9 @@
 //!
 //! Each connection has a bounded queue of encoded frames. A room event is encoded once and the same
 //! frame is pushed to every member's queue without waiting; a member whose queue is full is a slow reader
-//! and is disconnected on purpose, so it never stalls the room. Presence is per user: "entered" when a
-//! user's first connection joins a room, "left" when their last one leaves it.
+//! and is disconnected on purpose, so it never stalls the room. Presence is per user and across nodes
+//! (see [`presence`]): "entered" when a user's first connection anywhere joins a room, "left" when their
+//! last one leaves it.
 //!
 //! With several nodes, every change a node makes to its own connections is also sent out as a [`Change`]
 //! (through Redis, by [`crate::cluster`]) and the other nodes [`Hub::apply`] it to theirs. Chat messages are
@@ -11,6 +12,7 @@
 
 mod change;
 pub mod order;
+pub mod presence;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +25,11 @@ use tokio::time::Instant;
 
 pub use change::Change;
 use order::{Order, Released};
+pub use presence::{Member, NodeId, Transition};
+use presence::{Presence, NODE_TTL};
 
 use crate::db::{Room, User};
-use crate::protocol::{ErrorCode, Event, Frame, MSG_ENTER, MSG_LEAVE};
+use crate::protocol::{ErrorCode, Event, Frame, MSG_ENTER, MSG_LEAVE, TYPING_TTL_MS};
 
 /// How long a message that came before its turn waits for the ones before it, before they are read from
 /// the database. Two nodes' messages cross in well under a millisecond; this is for a node that stalls.
@@ -112,16 +116,29 @@ impl Drop for Registration {
     }
 }
 
+/// A command for a room the connection has not joined.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotMember;
+
 /// A join that raced a change of rights or rooms: read the database again and retry.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Stale;
+
+/// What [`Hub::join`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Seat {
+    /// False if the connection was in the room already.
+    pub new: bool,
+    /// Who is in the room now, the joiner included, by name (sorted); `None` when presence is turned off.
+    pub members: Option<Vec<Arc<str>>>,
+}
 
 /// What [`Hub::leave`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Left {
     pub was_member: bool,
-    /// The "left" notice, when this was the user's last connection in the room: the caller sends it to
-    /// itself after its `leave` reply (the others already have it).
+    /// The "left" notice, when this was the user's last connection in the room on any node: the caller sends
+    /// it to itself after its `leave` reply (the others already have it).
     pub notice: Option<Frame>,
 }
 
@@ -158,6 +175,7 @@ struct Inner {
     epoch: u64,
     conns: HashMap<ConnId, Conn>,
     rooms: HashMap<i64, Members>,
+    presence: Presence,
 }
 
 struct Conn {
@@ -181,8 +199,6 @@ struct Members {
     order: Order,
     /// Each member connection's outlet, so that a room's fan-out needs no lookup per member.
     conns: HashMap<ConnId, Outlet>,
-    /// Connections per user in this room, for per-user presence.
-    users: HashMap<i64, usize>,
 }
 
 /// What the hub has done since the server started (for `/metrics`).
@@ -262,9 +278,7 @@ impl Hub {
             return;
         };
         for room in &conn.rooms {
-            if let Some(notice) = inner.remove_member(room, id, conn.user_id, &conn.username, self.presence_notices) {
-                inner.announce(*room, &notice);
-            }
+            inner.remove_member(room, id, conn.user_id, &conn.username, self.presence_notices);
         }
     }
 
@@ -275,41 +289,45 @@ impl Hub {
 
     /// Adds connection `id` to `room`, which the database said at `epoch` the user (staff: `is_staff`) may
     /// enter. If rights or rooms changed since, the join is [`Stale`]: the change's evictions could not see
-    /// this connection, so admitting it now could seat a demoted user in a staff-only room. Returns false
-    /// if the connection was already a member.
-    pub fn join(&self, id: ConnId, room: &Room, is_staff: bool, epoch: u64) -> Result<bool, Stale> {
+    /// this connection, so admitting it now could seat a demoted user in a staff-only room.
+    pub fn join(&self, id: ConnId, room: &Room, is_staff: bool, epoch: u64) -> Result<Seat, Stale> {
         let mut inner = self.lock();
         if inner.epoch != epoch {
             return Err(Stale);
         }
-        let Some(conn) = inner.conns.get_mut(&id) else { return Ok(false) };
+        let Some(conn) = inner.conns.get_mut(&id) else { return Ok(Seat { new: false, members: None }) };
         conn.is_staff = is_staff;
-        if !conn.rooms.insert(room.id) {
-            return Ok(false);
+        let new = conn.rooms.insert(room.id);
+        if new {
+            let (user_id, username, outlet) = (conn.user_id, conn.username.clone(), conn.outlet.clone());
+            // The first member on this node starts the room's order where the database was when it was read:
+            // what came before is history to them.
+            let members = inner.rooms.entry(room.id).or_insert_with(|| Members {
+                staff_only: room.staff_only,
+                order: Order::after(room.last_message_id),
+                conns: HashMap::new(),
+            });
+            members.staff_only = room.staff_only;
+            let (first_here, entered) = inner.presence.enter_local(room.id, user_id, &username);
+            if first_here {
+                inner.relay(|| Change::Member {
+                    member: Member { room: room.id, user: user_id, username: username.clone() },
+                    here: true,
+                });
+            }
+            // Told before the joiner is a member: the room hears that they entered, they themselves do not.
+            if entered && self.presence_notices {
+                inner.publish(
+                    room.id,
+                    &Event::Presence { msg_type: MSG_ENTER, room: room.id, username: &username }.encode(),
+                );
+            }
+            if let Some(members) = inner.rooms.get_mut(&room.id) {
+                members.conns.insert(id, outlet);
+            }
         }
-        let (user_id, username, outlet) = (conn.user_id, conn.username.clone(), conn.outlet.clone());
-        // The first member on this node starts the room's order where the database was when it was read:
-        // what came before is history to them.
-        let members = inner.rooms.entry(room.id).or_insert_with(|| Members {
-            staff_only: room.staff_only,
-            order: Order::after(room.last_message_id),
-            conns: HashMap::new(),
-            users: HashMap::new(),
-        });
-        members.staff_only = room.staff_only;
-        let first = {
-            let count = members.users.entry(user_id).or_default();
-            *count += 1;
-            *count == 1
-        };
-        if first && self.presence_notices {
-            let notice = Event::Presence { msg_type: MSG_ENTER, room: room.id, username: &username }.encode();
-            inner.announce(room.id, &notice);
-        }
-        if let Some(members) = inner.rooms.get_mut(&room.id) {
-            members.conns.insert(id, outlet);
-        }
-        Ok(true)
+        let members = self.presence_notices.then(|| inner.presence.names(room.id));
+        Ok(Seat { new, members })
     }
 
     /// Takes connection `id` out of room `room`.
@@ -323,9 +341,6 @@ impl Hub {
         }
         let (user_id, username) = (conn.user_id, conn.username.clone());
         let notice = inner.remove_member(&room, id, user_id, &username, self.presence_notices);
-        if let Some(notice) = &notice {
-            inner.announce(room, notice);
-        }
         Left { was_member: true, notice }
     }
 
@@ -389,17 +404,94 @@ impl Hub {
         self.apply_locked(&mut inner, change);
     }
 
-    /// Applies a change another node made (see [`Change`]) to this node's connections.
+    /// Applies a change to this node's connections as if another node had made it (after checking them
+    /// against the database, say).
     pub fn apply(&self, change: Change) {
         let mut inner = self.lock();
         self.apply_locked(&mut inner, change);
+    }
+
+    /// Applies a change node `node` made (see [`Change`]) to this node's connections and to what this
+    /// node knows of who is where.
+    pub fn apply_from(&self, node: &str, change: Change) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let known = inner.presence.heard(node, now);
+        // A node first heard of (new, or forgotten after a silence) is asked for its members.
+        if !known && !matches!(change, Change::Snapshot { .. } | Change::Hello) {
+            inner.relay(|| Change::Hello);
+        }
+        let transitions = match change {
+            Change::Member { member, here } => inner.presence.remote(node, member, here, now).into_iter().collect(),
+            Change::Snapshot { members } => inner.presence.replace(node, members, now),
+            Change::Hello => {
+                let members = inner.presence.local_members();
+                inner.relay(|| Change::Snapshot { members });
+                Vec::new()
+            }
+            other => {
+                self.apply_locked(&mut inner, other);
+                Vec::new()
+            }
+        };
+        self.announce_all(&inner, &transitions);
+    }
+
+    /// Tells the other nodes who is here, and asks for theirs: when this node (re)joins them.
+    pub fn introduce(&self) {
+        let inner = self.lock();
+        let members = inner.presence.local_members();
+        inner.relay(|| Change::Snapshot { members });
+        inner.relay(|| Change::Hello);
+    }
+
+    /// Forgets the other nodes not heard from for [`presence::NODE_TTL`]: their users leave the rooms where
+    /// no other connection holds them.
+    pub fn expire_nodes(&self) {
+        let mut inner = self.lock();
+        let Some(cutoff) = Instant::now().checked_sub(NODE_TTL) else { return };
+        let transitions = inner.presence.expire(cutoff);
+        self.announce_all(&inner, &transitions);
+    }
+
+    /// How many other nodes this node knows to be alive.
+    pub fn nodes_alive(&self) -> usize {
+        self.lock().presence.nodes()
+    }
+
+    /// Who is in `room`, on any node, by name (sorted).
+    pub fn members(&self, room: i64) -> Vec<Arc<str>> {
+        self.lock().presence.names(room)
+    }
+
+    fn announce_all(&self, inner: &Inner, transitions: &[Transition]) {
+        if self.presence_notices {
+            for transition in transitions {
+                inner.announce(transition);
+            }
+        }
+    }
+
+    /// Tells `room`, here and on the other nodes, that connection `id`'s user is typing, unless the
+    /// connection is not in the room. The user's own connections are not told.
+    pub fn typing(&self, id: ConnId, room: i64) -> Result<(), NotMember> {
+        let inner = self.lock();
+        let conn = inner.conns.get(&id).filter(|c| c.rooms.contains(&room)).ok_or(NotMember)?;
+        let frame =
+            Event::Typing { typing: room.to_string(), username: &conn.username, ttl_ms: TYPING_TTL_MS }.encode();
+        let user = conn.user_id;
+        inner.relay(|| Change::Typing { room, user, frame: frame.to_string() });
+        inner.tell_room_but(room, user, &frame);
+        Ok(())
     }
 
     fn apply_locked(&self, inner: &mut Inner, change: Change) {
         let notices = self.presence_notices;
         match change {
             Change::Message { room, id, frame } => self.sequence(inner, room, id, frame.into()),
-            Change::Notice { room, frame } => inner.publish(room, &frame.into()),
+            Change::Typing { room, user, frame } => inner.tell_room_but(room, user, &frame.into()),
+            // Only meaningful coming from a node (see `apply_from`).
+            Change::Member { .. } | Change::Snapshot { .. } | Change::Hello | Change::Alive => {}
             Change::UserChanged { user, is_active: false, .. } => {
                 inner.close_where(|c| c.user_id == user, CloseReason::AccountChanged);
             }
@@ -547,10 +639,13 @@ impl Inner {
         self.deliver(room, &Delivery { frame: frame.clone(), message: None });
     }
 
-    /// Sends a presence notice about a member on this node to the room, here and on the other nodes.
-    fn announce(&self, room: i64, frame: &Frame) {
-        self.publish(room, frame);
-        self.relay(|| Change::Notice { room, frame: frame.to_string() });
+    /// Tells this node's members of a room that a user entered or left it.
+    fn announce(&self, transition: &Transition) {
+        let msg_type = if transition.entered { MSG_ENTER } else { MSG_LEAVE };
+        self.publish(
+            transition.room,
+            &Event::Presence { msg_type, room: transition.room, username: &transition.username }.encode(),
+        );
     }
 
     /// Sends a change to the other nodes, if there are any; `change` is only built then. When the way to
@@ -559,6 +654,16 @@ impl Inner {
         if let Some(relay) = &self.relay {
             if let Err(mpsc::error::TrySendError::Full(_)) = relay.try_send(change()) {
                 self.counters.relay_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends `frame` to the members of `room` on this node but the connections of `user`.
+    fn tell_room_but(&self, room: i64, user: i64, frame: &Frame) {
+        let Some(members) = self.rooms.get(&room) else { return };
+        for (id, outlet) in &members.conns {
+            if self.conns.get(id).is_some_and(|c| c.user_id != user) {
+                push(outlet, Delivery { frame: frame.clone(), message: None }, &self.counters);
             }
         }
     }
@@ -601,26 +706,35 @@ impl Inner {
         }
     }
 
-    /// Drops `id` from `room`'s members; returns the "left" notice if that was the user's last connection
-    /// there (and notices are on).
-    fn remove_member(&mut self, room: &i64, id: ConnId, user_id: i64, username: &str, notices: bool) -> Option<Frame> {
+    /// Drops `id` from `room`'s members, telling the other nodes if it was the user's last connection there
+    /// on this node, and the room if the user is gone from it; returns the "left" notice then (if notices
+    /// are on), which the leaving connection itself has not had.
+    fn remove_member(
+        &mut self,
+        room: &i64,
+        id: ConnId,
+        user_id: i64,
+        username: &Arc<str>,
+        notices: bool,
+    ) -> Option<Frame> {
         let members = self.rooms.get_mut(room)?;
         members.conns.remove(&id);
-        let last = match members.users.get_mut(&user_id) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                false
-            }
-            Some(_) => {
-                members.users.remove(&user_id);
-                true
-            }
-            None => false,
-        };
         if members.conns.is_empty() {
             self.rooms.remove(room);
         }
-        (last && notices).then(|| Event::Presence { msg_type: MSG_LEAVE, room: *room, username }.encode())
+        let (last_here, gone) = self.presence.leave_local(*room, user_id);
+        if last_here {
+            self.relay(|| Change::Member {
+                member: Member { room: *room, user: user_id, username: username.clone() },
+                here: false,
+            });
+        }
+        if !(gone && notices) {
+            return None;
+        }
+        let notice = Event::Presence { msg_type: MSG_LEAVE, room: *room, username }.encode();
+        self.publish(*room, &notice);
+        Some(notice)
     }
 
     /// Takes each connection out of the rooms that `select(room, members, conn)` picks, telling it why
@@ -645,7 +759,6 @@ impl Inner {
             let left = Delivery { frame: Event::Left { leave: room.to_string() }.encode(), message: None };
             push(&conn.outlet, left, &self.counters);
             if let Some(notice) = self.remove_member(&room, id, user_id, &username, notices) {
-                self.announce(room, &notice);
                 if let Some(conn) = self.conns.get(&id) {
                     push(&conn.outlet, Delivery { frame: notice, message: None }, &self.counters);
                 }
@@ -695,7 +808,8 @@ mod tests {
         hub.user_changed(&User { is_staff: false, ..sam.clone() });
         assert_eq!(hub.join(conn.id, &room(7, true), true, read_at), Err(Stale));
         assert!(!hub.is_member(conn.id, 7));
-        assert_eq!(hub.join(conn.id, &room(7, false), false, hub.epoch()), Ok(true), "a fresh read is admitted");
+        let seat = hub.join(conn.id, &room(7, false), false, hub.epoch()).unwrap();
+        assert!(seat.new, "a fresh read is admitted");
     }
 
     #[test]
@@ -741,7 +855,7 @@ mod tests {
             hub.join(conn, &room(1, false), false, hub.epoch()).unwrap();
         }
         for n in 0..3 {
-            hub.apply(Change::Notice { room: 1, frame: format!("frame {n}") });
+            hub.apply(Change::Typing { room: 1, user: 9, frame: format!("frame {n}") });
             drain(&mut quick.frames);
         }
         assert_eq!((&mut slow.closed).await, Ok(CloseReason::SlowReader));
@@ -781,8 +895,8 @@ mod tests {
         hub.relay_to(relay);
         let mut ann = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
         hub.join(ann.id, &room(1, false), false, hub.epoch()).unwrap();
-        let entered = r#"{"msg_type":4,"room":1,"username":"ann"}"#;
-        assert_eq!(out.try_recv().unwrap(), Change::Notice { room: 1, frame: entered.into() });
+        let ann_here = Member { room: 1, user: 1, username: "ann".into() };
+        assert_eq!(out.try_recv().unwrap(), Change::Member { member: ann_here.clone(), here: true });
         hub.publish_message(1, 1, &Frame::from("one"));
         assert_eq!(out.try_recv().unwrap(), Change::Message { room: 1, id: 1, frame: "one".into() });
 
@@ -792,6 +906,71 @@ mod tests {
         let frames = drain(&mut ann.frames);
         assert_eq!(frames[..2], ["one", "two"]);
         assert!(frames[2].contains("ROOM_INVALID"), "{frames:?}");
+        // The deletion is not sent back; that ann is no longer here is this node's own news.
+        assert_eq!(out.try_recv().unwrap(), Change::Member { member: ann_here, here: false });
         assert!(out.try_recv().is_err(), "nothing relayed back");
+    }
+
+    #[test]
+    fn the_join_reply_lists_everyone_present_on_any_node_and_typing_skips_the_typist() {
+        let (hub, _catch_up) = Hub::new(8, true);
+        let lobby = room(1, false);
+        let mut ann = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
+        let mut ann2 = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
+        hub.apply_from(
+            "node-b",
+            Change::Member { member: Member { room: 1, user: 3, username: "cy".into() }, here: true },
+        );
+        let seat = hub.join(ann.id, &lobby, false, hub.epoch()).unwrap();
+        let names: Vec<&str> = seat.members.as_ref().unwrap().iter().map(|n| &**n).collect();
+        assert_eq!(names, ["ann", "cy"]);
+        let mut bob = hub.register(&user(2, "bob", false), "b".into(), hub.epoch()).unwrap();
+        hub.join(bob.id, &lobby, false, hub.epoch()).unwrap();
+        hub.join(ann2.id, &lobby, false, hub.epoch()).unwrap();
+        assert_eq!(drain(&mut ann.frames), [r#"{"msg_type":4,"room":1,"username":"bob"}"#]);
+
+        hub.typing(ann.id, 1).unwrap();
+        assert_eq!(drain(&mut bob.frames), [r#"{"typing":"1","username":"ann","ttl_ms":5000}"#]);
+        assert!(drain(&mut ann2.frames).is_empty(), "not to the typist's other window");
+        assert_eq!(hub.typing(ann.id, 2), Err(NotMember));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_goes_silent_takes_its_users_out_after_the_ttl() {
+        let (hub, _catch_up) = Hub::new(8, true);
+        let mut ann = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
+        hub.join(ann.id, &room(1, false), false, hub.epoch()).unwrap();
+        hub.apply_from(
+            "node-b",
+            Change::Snapshot { members: vec![Member { room: 1, user: 3, username: "cy".into() }] },
+        );
+        assert_eq!(drain(&mut ann.frames), [r#"{"msg_type":4,"room":1,"username":"cy"}"#]);
+        tokio::time::advance(NODE_TTL / 2).await;
+        hub.apply_from("node-b", Change::Alive);
+        tokio::time::advance(NODE_TTL / 2 + Duration::from_millis(10)).await;
+        hub.expire_nodes();
+        assert!(drain(&mut ann.frames).is_empty(), "heard from within the TTL");
+        tokio::time::advance(NODE_TTL).await;
+        hub.expire_nodes();
+        assert_eq!(drain(&mut ann.frames), [r#"{"msg_type":5,"room":1,"username":"cy"}"#]);
+        let names: Vec<String> = hub.members(1).iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["ann"]);
+        assert_eq!(hub.nodes_alive(), 0);
+    }
+
+    #[test]
+    fn a_node_first_heard_of_is_asked_for_its_members_and_a_hello_is_answered() {
+        let (hub, _catch_up) = Hub::new(8, true);
+        let (relay, mut out) = mpsc::channel(16);
+        hub.relay_to(relay);
+        let ann = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
+        hub.join(ann.id, &room(1, false), false, hub.epoch()).unwrap();
+        out.try_recv().unwrap();
+        hub.apply_from("node-b", Change::Alive);
+        assert_eq!(out.try_recv().unwrap(), Change::Hello);
+        hub.apply_from("node-c", Change::Hello);
+        let ann_here = Member { room: 1, user: 1, username: "ann".into() };
+        assert_eq!(out.try_recv().unwrap(), Change::Snapshot { members: vec![ann_here] });
+        assert!(out.try_recv().is_err());
     }
 }

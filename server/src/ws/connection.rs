@@ -17,7 +17,7 @@ use tokio::time::{timeout, Instant};
 use crate::auth::CurrentUser;
 use crate::db::{now_ms, NewMessage, Page, Stored};
 use crate::error::Error;
-use crate::hub::{CloseReason, ConnId, Delivery, Registration};
+use crate::hub::{CloseReason, ConnId, Delivery, NotMember, Registration};
 use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef};
 use crate::writer::Outcome;
 use crate::AppState;
@@ -32,6 +32,10 @@ const WRITE_BATCH: usize = 64;
 /// earlier messages are being stored: waiting for each commit before reading on would leave its messages
 /// queued in the socket whenever the writer is busy, their latency growing with them.
 const SENDS_IN_FLIGHT: usize = 32;
+
+/// Typing signals a connection may send: clients send one every few seconds while the user types (in one
+/// room at a time, mostly); two a second with bursts of four leaves room for switching rooms.
+const TYPING_QUOTA: Quota = Quota::per_second(NonZeroU32::new(2).unwrap()).allow_burst(NonZeroU32::new(4).unwrap());
 
 /// How a connection's loop ended.
 enum End {
@@ -52,6 +56,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
         limiter: RateLimiter::direct(Quota::per_second(
             NonZeroU32::new(state.config.messages_per_second).unwrap_or(NonZeroU32::MIN),
         )),
+        typing_limiter: RateLimiter::direct(TYPING_QUOTA),
         replayed: HashMap::new(),
         in_flight: FuturesOrdered::new(),
     };
@@ -157,6 +162,7 @@ struct Connection {
     state: AppState,
     who: CurrentUser,
     limiter: DefaultDirectRateLimiter,
+    typing_limiter: DefaultDirectRateLimiter,
     /// Per room resumed with `after`: the highest message id the client has, from before or from the
     /// replay. Live copies of those (queued while the replay was read) are dropped.
     replayed: HashMap<i64, i64>,
@@ -259,6 +265,7 @@ impl Connection {
             Command::Join { room, after } => self.join(room, after).await,
             Command::Leave { room } => self.leave(room).await,
             Command::History { room, before, after, limit } => self.history(room, before, after, limit).await,
+            Command::Typing { room } => self.typing(room),
         };
         frames.extend(result.unwrap_or_else(|(error, room)| vec![error_frame(&error, room, None)]));
         frames
@@ -272,10 +279,11 @@ impl Connection {
         for _ in 0..JOIN_ATTEMPTS {
             let epoch = self.state.hub.epoch();
             let (room, is_staff) = self.state.db.enterable_room(id, self.who.user.id).await.map_err(fail)?;
-            if self.state.hub.join(self.id, &room, is_staff, epoch).is_err() {
+            let Ok(seat) = self.state.hub.join(self.id, &room, is_staff, epoch) else {
                 continue;
-            }
-            let mut frames = vec![Event::Joined { join: room.id.to_string(), title: &room.title }.encode()];
+            };
+            let members = seat.members.as_ref().map(|names| names.iter().map(|n| &**n).collect());
+            let mut frames = vec![Event::Joined { join: room.id.to_string(), title: &room.title, members }.encode()];
             match after {
                 // Subscribed first, read second: whatever is stored by now is replayed, whatever comes
                 // later is live, and live copies of replayed messages are dropped by id.
@@ -336,6 +344,24 @@ impl Connection {
             more: page.more,
         };
         Ok(vec![frame.encode()])
+    }
+
+    /// Tells the room this user is typing. Never stored, and limited like messages (with its own budget).
+    fn typing(&mut self, room: RoomRef) -> Result<Vec<Frame>, Failure> {
+        let id = room_id(room)?;
+        let refuse = |code: ErrorCode, detail: &str| Ok(vec![Event::error(code, detail, Some(id))]);
+        let not_joined = "join the room before typing in it";
+        if !self.state.hub.is_member(self.id, id) {
+            return refuse(ErrorCode::RoomAccessDenied, not_joined);
+        }
+        if self.typing_limiter.check().is_err() {
+            return refuse(ErrorCode::RateLimited, "too many typing signals; slow down");
+        }
+        match self.state.hub.typing(self.id, id) {
+            Ok(()) => Ok(Vec::new()),
+            // Taken out of the room in between (demoted, the room deleted).
+            Err(NotMember) => refuse(ErrorCode::RoomAccessDenied, not_joined),
+        }
     }
 
     /// Hands a message to the writer (its ack or refusal follows from [`Connection::stored`]), or refuses it
