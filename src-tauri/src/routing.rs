@@ -187,7 +187,7 @@ impl Router {
             }
             return to(self.in_room(room));
         }
-        let room = ["history", "gap", "room"].iter().find_map(|key| frame.get(*key).and_then(room_id));
+        let room = ["history", "gap", "typing", "room"].iter().find_map(|key| frame.get(*key).and_then(room_id));
         let Some(room) = room else { return To::Everyone };
         if frame.get("msg_type").and_then(Value::as_i64) == Some(0) {
             if let (Some(entry), Some(id)) = (self.rooms.get_mut(&room), frame["id"].as_i64()) {
@@ -315,5 +315,14 @@ mod tests {
         assert!(!router.should_notify(2, 5), "a second window asking about the same message");
         router.view("main", View { room: Some(1), focused: false });
         assert!(router.should_notify(1, 6));
+    }
+
+    #[test]
+    fn typing_goes_to_the_windows_in_its_room_only() {
+        let mut router = Router::new();
+        router.command("main", r#"{"command":"join","room":1}"#);
+        router.command("room-2", r#"{"command":"join","room":2}"#);
+        let typing = json!({ "typing": "2", "username": "bob", "ttl_ms": 5000 }).to_string();
+        assert_eq!(windows(router.frame(&typing)), ["room-2"]);
     }
 }

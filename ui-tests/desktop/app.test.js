@@ -68,6 +68,15 @@ test("log in with remember me, chat with a browser, a room in its own window, ba
     await bob.getByRole("button", { name: "Lobby" }).click();
     await browserSays(bob, "hi ann");
     await showsText(app, ".messages", "hi ann");
+    // Who is in the room, and who is typing there, as in the browser.
+    await showsText(app, ".room-header", "2 online");
+    await showsText(app, ".members", "bob");
+    await bob.getByRole("textbox", { name: "Message" }).pressSequentially("typing to ann", { delay: 200 });
+    await showsText(app, ".typing", "bob is typing…");
+    await screenshot(app, "desktop-typing");
+    await bob.getByRole("textbox", { name: "Message" }).press("Enter");
+    await showsText(app, ".messages", "typing to ann");
+    await app.wait(async () => (await (await shown(app, ".typing")).getText()) === "", WAIT, "the message ends the typing");
     await appSays(app, "hi bob, from the desktop");
     await browserSees(bob, "hi bob, from the desktop");
     await screenshot(app, "desktop-chat");

@@ -156,6 +156,46 @@ test("two people chat in a room, and one of them in a second room too", LIMIT, a
   });
 });
 
+test("each room lists who is in it, with an online count, and shows who is typing", LIMIT, async () => {
+  await withServer(async (server) => {
+    const boss = await openPage(browser, server.url);
+    const pat = await openPage(browser, server.url);
+    await logIn(boss, "boss", "boss-pw");
+    await logIn(pat, "pat", "pat-pw");
+    const members = (/** @type {import("playwright-core").Page} */ page) =>
+      page.getByRole("complementary", { name: "In this room" }).getByRole("listitem").allTextContents();
+
+    await boss.getByRole("button", { name: "Lobby" }).click();
+    await boss.locator('.messages[aria-busy="false"]').waitFor();
+    assert.deepEqual(await members(boss), ["boss"]);
+    await pat.getByRole("button", { name: "Lobby" }).click();
+    await pat.locator('.messages[aria-busy="false"]').waitFor();
+    assert.deepEqual(await members(pat), ["boss", "pat"], "the join brings who is already there");
+    await pat.getByText("2 online").waitFor();
+    await boss.getByText("2 online").waitFor(); // pat entering updates boss's list
+    assert.deepEqual(await members(boss), ["boss", "pat"]);
+
+    // Typing shows on the other side, for a few seconds, and ends by itself.
+    await boss.getByRole("textbox", { name: "Message" }).pressSequentially("Hello the", { delay: 30 });
+    await pat.getByText("boss is typing…").waitFor();
+    assert.equal(await boss.getByText("boss is typing…").count(), 0, "not to the typist");
+    await screenshot(pat, "06-members-and-typing");
+    const shownAt = Date.now();
+    await pat.getByText("boss is typing…").waitFor({ state: "detached", timeout: 10_000 });
+    assert.ok(Date.now() - shownAt > 2_000, "shown for a few seconds, not a flash");
+    // … and a message ends it at once.
+    await boss.getByRole("textbox", { name: "Message" }).pressSequentially("re", { delay: 30 });
+    await pat.getByText("boss is typing…").waitFor();
+    await boss.getByRole("textbox", { name: "Message" }).press("Enter");
+    await sees(pat, "Hello there");
+    assert.equal(await pat.getByText("boss is typing…").count(), 0);
+
+    await boss.getByRole("button", { name: "Leave" }).click();
+    await pat.getByText("1 online").waitFor();
+    assert.deepEqual(await members(pat), ["pat"]);
+  });
+});
+
 test("admins manage rooms in the Admin tab, and everyone sees the changes at once", LIMIT, async () => {
   await withServer(async (server) => {
     const boss = await openPage(browser, server.url, { colorScheme: "dark" });

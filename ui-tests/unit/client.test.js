@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ChatClient, RECENT } from "../../ui/js/client.js";
+import { ChatClient, RECENT, TYPING_EVERY } from "../../ui/js/client.js";
 
 /** A transport that records what is sent and lets the test play the server. */
 class FakeTransport {
@@ -186,4 +186,93 @@ test("people entering and leaving are noted after the newest message", () => {
     { after: 1, text: "cat entered the room" },
     { after: 1, text: "bob left the room" },
   ]);
+});
+
+/** A clock the test moves by hand; callbacks run when their time comes. */
+class FakeClock {
+  constructor() {
+    this.time = 1_000_000;
+    /** @type {{ at: number, callback: () => void }[]} */
+    this.waiting = [];
+  }
+  now() {
+    return this.time;
+  }
+  /** @param {() => void} callback @param {number} ms */
+  later(callback, ms) {
+    this.waiting.push({ at: this.time + ms, callback });
+  }
+  /** @param {number} ms */
+  advance(ms) {
+    this.time += ms;
+    const due = this.waiting.filter((w) => w.at <= this.time);
+    this.waiting = this.waiting.filter((w) => w.at > this.time);
+    for (const w of due) w.callback();
+  }
+}
+
+function setupWithClock() {
+  const transport = new FakeTransport();
+  const clock = new FakeClock();
+  const client = new ChatClient(transport, "ann", () => "nonce", { now: () => clock.now(), later: (f, ms) => clock.later(f, ms) });
+  transport.state("open");
+  return { transport, client, clock };
+}
+
+test("a room's members come with the join and follow who enters and leaves", () => {
+  const { transport, client } = setup();
+  client.open(3, "Lobby", 0);
+  assert.deepEqual(client.rooms.get(3)?.memberList(), [], "not known before the server says");
+  transport.onevent({ join: "3", title: "Lobby", members: ["bob", "ann"] });
+  assert.deepEqual(client.rooms.get(3)?.memberList(), ["ann", "bob"]);
+  transport.onevent({ msg_type: 4, room: 3, username: "cat" });
+  transport.onevent({ msg_type: 5, room: 3, username: "bob" });
+  assert.deepEqual(client.rooms.get(3)?.memberList(), ["ann", "cat"]);
+  transport.state("reconnecting");
+  assert.deepEqual(client.rooms.get(3)?.memberList(), [], "unknown while disconnected");
+  assert.equal(client.rooms.get(3)?.members, null);
+});
+
+test("someone typing shows until it expires, they send, or they leave", () => {
+  const { transport, client, clock } = setupWithClock();
+  let redraws = 0;
+  client.onchange = () => (redraws += 1);
+  client.open(3, "Lobby", 0);
+  transport.onevent({ join: "3", title: "Lobby", members: ["ann", "bob", "cat"] });
+  transport.onevent({ typing: "3", username: "bob", ttl_ms: 5000 });
+  transport.onevent({ typing: "3", username: "cat", ttl_ms: 5000 });
+  assert.deepEqual(client.typists(3), ["bob", "cat"]);
+  transport.onevent({ msg_type: 0, room: 3, username: "bob", message: "done", id: 1, ts: 1 });
+  assert.deepEqual(client.typists(3), ["cat"], "a message ends it");
+  clock.advance(4000);
+  assert.deepEqual(client.typists(3), ["cat"]);
+  const before = redraws;
+  clock.advance(1100);
+  assert.deepEqual(client.typists(3), [], "expired by itself");
+  assert.ok(redraws > before, "and redrawn without it");
+  transport.onevent({ typing: "3", username: "cat", ttl_ms: 5000 });
+  transport.onevent({ msg_type: 5, room: 3, username: "cat" });
+  assert.deepEqual(client.typists(3), [], "leaving ends it");
+});
+
+test("typing is told once the join is confirmed, at most every couple of seconds", () => {
+  const { transport, client, clock } = setupWithClock();
+  client.open(3, "Lobby", 0);
+  transport.take();
+  client.typing(3);
+  assert.deepEqual(transport.take(), [], "not before the server confirmed the join");
+  transport.onevent({ join: "3", title: "Lobby", members: ["ann"] });
+  client.typing(3);
+  client.typing(3);
+  assert.deepEqual(transport.take(), [{ command: "typing", room: 3 }]);
+  clock.advance(TYPING_EVERY - 1);
+  client.typing(3);
+  assert.deepEqual(transport.take(), []);
+  clock.advance(1);
+  client.typing(3);
+  assert.deepEqual(transport.take(), [{ command: "typing", room: 3 }]);
+  transport.state("reconnecting");
+  clock.advance(TYPING_EVERY);
+  client.typing(3);
+  assert.deepEqual(transport.take(), [], "not while disconnected");
 });

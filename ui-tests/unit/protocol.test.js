@@ -3,7 +3,15 @@ import assert from "node:assert/strict";
 import * as protocol from "../../ui/js/protocol.js";
 
 test("server frames are read into events", () => {
-  assert.deepEqual(protocol.read({ join: "3", title: "Lobby" }), { kind: "joined", room: 3, title: "Lobby" });
+  assert.deepEqual(protocol.read({ join: "3", title: "Lobby" }), { kind: "joined", room: 3, title: "Lobby", members: null });
+  assert.deepEqual(
+    protocol.read({ join: "3", title: "Lobby", members: ["ann", "bob"] }),
+    { kind: "joined", room: 3, title: "Lobby", members: ["ann", "bob"] },
+  );
+  assert.deepEqual(
+    protocol.read({ typing: "3", username: "bob", ttl_ms: 4000 }),
+    { kind: "typing", room: 3, username: "bob", ttlMs: 4000 },
+  );
   assert.deepEqual(protocol.read({ leave: "3" }), { kind: "left", room: 3 });
   assert.deepEqual(protocol.read({ msg_type: 0, room: 3, username: "ann", message: "hi", id: 7, ts: 5 }), {
     kind: "message",

@@ -122,7 +122,10 @@ async function showChat(root, env, me) {
   const messages = h("ol", { class: "messages", "aria-label": "Messages", tabindex: 0 });
   const input = h("textarea", { id: "message", name: "message", rows: 1, "aria-label": "Message", placeholder: "Write a message…" });
   const composer = h("form", { class: "composer" }, input, h("button", { type: "submit" }, "Send"));
-  const roomView = h("section", { class: "room-view" }, roomHeader, messages, composer);
+  const members = h("aside", { class: "members", "aria-label": "In this room" });
+  // Announced politely: a screen reader hears "bob is typing…" without losing its place.
+  const typing = h("p", { class: "typing", "aria-live": "polite" });
+  const roomView = h("section", { class: "room-view" }, roomHeader, h("div", { class: "room-body" }, messages, members), typing, composer);
   const chat = h("div", { class: "chat" }, h("nav", { class: "sidebar", "aria-label": "Rooms" }, h("h2", {}, "Rooms"), roomList), roomView);
   const other = h("div", { class: "page" });
   const tabs = h("nav", { class: "tabs", "aria-label": "Sections" });
@@ -142,6 +145,9 @@ async function showChat(root, env, me) {
   composer.addEventListener("submit", (event) => {
     event.preventDefault();
     send();
+  });
+  input.addEventListener("input", () => {
+    if (client.active !== null && input.value.trim()) client.typing(client.active);
   });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -218,6 +224,7 @@ async function showChat(root, env, me) {
     composer.hidden = !room;
     // Busy until the server has confirmed the join: only then does this person hear what happens in the room.
     messages.setAttribute("aria-busy", String(Boolean(room && !room.joined)));
+    drawPresence(room);
     if (!room) {
       fill(roomHeader, h("h2", {}, "No room open"));
       fill(messages, h("li", { class: "hint" }, "Choose a room on the left to join it. You can be in several at once."));
@@ -227,6 +234,7 @@ async function showChat(root, env, me) {
     const info = rooms.find((r) => r.id === room.id);
     const openWindow = env.openWindow;
     fill(roomHeader, h("h2", {}, room.title),
+      room.members && h("span", { class: "online", id: "online-count" }, `${room.members.size} online`),
       openWindow && only === undefined && info &&
         h("button", { type: "button", class: "quiet", onclick: () => openWindow(info) }, "Open in new window"),
       only === undefined && h("button", { type: "button", class: "quiet", onclick: () => client.leave(room.id) }, "Leave"));
@@ -254,6 +262,21 @@ async function showChat(root, env, me) {
     drawnRoom = room.id;
     drawnOldest = oldest;
     lastScrollTop = messages.scrollTop;
+  }
+
+  /** The room's member list and who is typing there. @param {import("./rooms.js").Room | undefined} room */
+  function drawPresence(room) {
+    members.hidden = !room?.members;
+    if (room?.members) {
+      const names = room.memberList();
+      fill(members, h("h3", {}, `In this room (${names.length})`),
+        h("ul", {}, names.map((name) => h("li", { class: name === me.username ? "self" : null }, name))));
+    }
+    const typists = room ? client.typists(room.id) : [];
+    typing.textContent = typists.length === 0 ? ""
+      : typists.length === 1 ? `${typists[0]} is typing…`
+      : typists.length === 2 ? `${typists[0]} and ${typists[1]} are typing…`
+      : `${typists.length} people are typing…`;
   }
 
   function drawNotices() {

@@ -10,18 +10,33 @@ import { Room } from "./rooms.js";
 /** How many recent messages opening a room shows. */
 export const RECENT = 50;
 
+/** How often, at most, the client says the person is typing in a room (the server allows 2 a second). */
+export const TYPING_EVERY = 2000;
+
 /** @typedef {{ id: number, text: string }} Notice */
+
+/**
+ * The time, and a way to be called back later (replaced in tests).
+ * @typedef {{ now: () => number, later: (callback: () => void, ms: number) => void }} Clock
+ */
+
+/** @type {Clock} */
+const realClock = { now: () => Date.now(), later: (callback, ms) => { setTimeout(callback, ms); } };
 
 export class ChatClient {
   /**
    * @param {Transport} transport
    * @param {string} me the logged-in username (own messages are shown as such)
    * @param {() => string} newNonce
+   * @param {Clock} clock
    */
-  constructor(transport, me, newNonce = () => crypto.randomUUID()) {
+  constructor(transport, me, newNonce = () => crypto.randomUUID(), clock = realClock) {
     this.transport = transport;
     this.me = me;
     this.newNonce = newNonce;
+    this.clock = clock;
+    /** When this person last said they were typing, per room. @type {Map<number, number>} */
+    this.typedAt = new Map();
     /** Joined rooms (or being joined), in the order they were opened. @type {Map<number, Room>} */
     this.rooms = new Map();
     /** @type {number | null} */
@@ -92,6 +107,24 @@ export class ChatClient {
     this.onchange();
   }
 
+  /**
+   * The person is typing in room `id`: the others are told, at most every TYPING_EVERY, and only once the
+   * server has confirmed the join (before that the server would refuse it, and a refusal closes the room).
+   * @param {number} id
+   */
+  typing(id) {
+    const room = this.rooms.get(id);
+    const now = this.clock.now();
+    if (!room?.joined || this.state !== "open" || now - (this.typedAt.get(id) ?? -Infinity) < TYPING_EVERY) return;
+    this.typedAt.set(id, now);
+    this.transport.send(protocol.typing(id));
+  }
+
+  /** Who is typing in room `id` now, sorted. @param {number} id */
+  typists(id) {
+    return this.rooms.get(id)?.typingNow(this.clock.now()) ?? [];
+  }
+
   /** Asks for the page of messages before the oldest one held. @param {number} id */
   loadOlder(id) {
     const room = this.rooms.get(id);
@@ -126,6 +159,8 @@ export class ChatClient {
   /** @param {ConnectionState} state @param {string} [why] */
   connection(state, why) {
     this.state = state;
+    // Until the server confirms each join again, nobody is known to be there and nothing may be sent as typing.
+    if (state !== "open") for (const room of this.rooms.values()) room.disconnected();
     if (state === "open") {
       // Back (or there for the first time): rejoin every room from what it holds, then resend what the
       // server never acknowledged, with the same nonces, so nothing is posted twice.
@@ -180,9 +215,15 @@ export class ChatClient {
         this.transport.send(protocol.history(event.room, { after: event.after, before: event.before, limit: 200 }));
         break;
       }
-      case "joined": {
+      case "joined":
+        this.rooms.get(event.room)?.entered(event.members);
+        break;
+      case "typing": {
         const room = this.rooms.get(event.room);
-        if (room) room.joined = true;
+        if (!room || event.username === this.me) break;
+        room.typing(event.username, this.clock.now(), event.ttlMs);
+        // Redrawn once it has expired, so that "is typing…" goes away by itself.
+        this.clock.later(() => this.onchange(), event.ttlMs + 50);
         break;
       }
       case "left":

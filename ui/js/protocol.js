@@ -4,10 +4,11 @@
 /**
  * @typedef {{ id: number, room: number, username: string, message: string, ts: number }} ChatMessage
  *
- * @typedef {{ kind: "joined", room: number, title: string }
+ * @typedef {{ kind: "joined", room: number, title: string, members: string[] | null }
  *   | { kind: "left", room: number }
  *   | { kind: "message", message: ChatMessage }
  *   | { kind: "presence", room: number, username: string, entered: boolean }
+ *   | { kind: "typing", room: number, username: string, ttlMs: number }
  *   | { kind: "error", code: string, detail: string, room: number | null, nonce: string | null }
  *   | { kind: "ack", nonce: string, room: number, id: number, ts: number }
  *   | { kind: "history", room: number, messages: ChatMessage[], more: boolean }
@@ -29,6 +30,11 @@ export function leave(room) {
 /** @param {number} room @param {string} message @param {string} nonce */
 export function send(room, message, nonce) {
   return { command: "send", room, message, nonce };
+}
+
+/** @param {number} room */
+export function typing(room) {
+  return { command: "typing", room };
 }
 
 /** @param {number} room @param {{ before?: number, after?: number, limit?: number }} page */
@@ -60,7 +66,11 @@ export function read(frame) {
       nonce: typeof frame.nonce === "string" ? frame.nonce : null,
     };
   }
-  if (frame.join !== undefined) return { kind: "joined", room: Number(frame.join), title: String(frame.title) };
+  if (frame.join !== undefined) {
+    // No member list when the server has presence turned off.
+    const members = Array.isArray(frame.members) ? frame.members.map(String) : null;
+    return { kind: "joined", room: Number(frame.join), title: String(frame.title), members };
+  }
   if (frame.leave !== undefined) return { kind: "left", room: Number(frame.leave) };
   if (typeof frame.ack === "string") {
     return { kind: "ack", nonce: frame.ack, room: Number(frame.room), id: Number(frame.id), ts: Number(frame.ts) };
@@ -72,6 +82,9 @@ export function read(frame) {
     return { kind: "gap", room: Number(frame.gap), after: Number(frame.after), before: Number(frame.before) };
   }
   if (frame.rooms === "changed") return { kind: "rooms-changed" };
+  if (frame.typing !== undefined) {
+    return { kind: "typing", room: Number(frame.typing), username: String(frame.username), ttlMs: Number(frame.ttl_ms) || 5000 };
+  }
   if (frame.msg_type === 0) return { kind: "message", message: chatMessage(frame) };
   if (frame.msg_type === 4 || frame.msg_type === 5) {
     return { kind: "presence", room: Number(frame.room), username: String(frame.username), entered: frame.msg_type === 4 };

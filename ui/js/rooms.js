@@ -34,6 +34,46 @@ export class Room {
     this.joined = false;
     /** "Ann entered" / "Ann left" lines, each shown after the message that was newest when it came. @type {{ after: number, text: string }[]} */
     this.presence = [];
+    /** Who is in the room, from the join reply and the enter and leave notices since; null when not known
+     * (not joined yet, or the server does not tell). @type {Set<string> | null} */
+    this.members = null;
+    /** Who is typing, and until when (ms since the epoch). @type {Map<string, number>} */
+    this.typists = new Map();
+  }
+
+  /**
+   * The server confirmed the join, with who is in the room (null: the server does not say).
+   * @param {string[] | null} members
+   */
+  entered(members) {
+    this.joined = true;
+    this.members = members === null ? null : new Set(members);
+  }
+
+  /** The connection is gone: the room is not joined until the server confirms it again. */
+  disconnected() {
+    this.joined = false;
+    this.members = null;
+    this.typists.clear();
+  }
+
+  /** The members, sorted. */
+  memberList() {
+    return this.members === null ? [] : [...this.members].sort((a, b) => a.localeCompare(b));
+  }
+
+  /**
+   * `username` is typing, for `ttlMs` from `now`.
+   * @param {string} username @param {number} now @param {number} ttlMs
+   */
+  typing(username, now, ttlMs) {
+    this.typists.set(username, now + ttlMs);
+  }
+
+  /** Who is typing at `now`, sorted (expired ones are forgotten). @param {number} now */
+  typingNow(now) {
+    for (const [name, until] of this.typists) if (until <= now) this.typists.delete(name);
+    return [...this.typists.keys()].sort((a, b) => a.localeCompare(b));
   }
 
   /**
@@ -43,6 +83,8 @@ export class Room {
   add(message) {
     if (this.messages.has(message.id)) return false;
     this.messages.set(message.id, message);
+    // What they were typing has been said.
+    this.typists.delete(message.username);
     return true;
   }
 
@@ -56,6 +98,11 @@ export class Room {
    * @param {string} username @param {boolean} entered
    */
   someone(username, entered) {
+    if (entered) this.members?.add(username);
+    else {
+      this.members?.delete(username);
+      this.typists.delete(username);
+    }
     let newest = this.since;
     for (const id of this.messages.keys()) newest = Math.max(newest, id);
     this.presence.push({ after: newest, text: `${username} ${entered ? "entered" : "left"} the room` });
