@@ -317,10 +317,7 @@ impl Hub {
             }
             // Told before the joiner is a member: the room hears that they entered, they themselves do not.
             if entered && self.presence_notices {
-                inner.publish(
-                    room.id,
-                    &Event::Presence { msg_type: MSG_ENTER, room: room.id, username: &username }.encode(),
-                );
+                inner.announce(&Transition { room: room.id, username, entered: true });
             }
             if let Some(members) = inner.rooms.get_mut(&room.id) {
                 members.conns.insert(id, outlet);
@@ -639,13 +636,12 @@ impl Inner {
         self.deliver(room, &Delivery { frame: frame.clone(), message: None });
     }
 
-    /// Tells this node's members of a room that a user entered or left it.
-    fn announce(&self, transition: &Transition) {
+    /// Tells this node's members of a room that a user entered or left it; returns the notice.
+    fn announce(&self, transition: &Transition) -> Frame {
         let msg_type = if transition.entered { MSG_ENTER } else { MSG_LEAVE };
-        self.publish(
-            transition.room,
-            &Event::Presence { msg_type, room: transition.room, username: &transition.username }.encode(),
-        );
+        let notice = Event::Presence { msg_type, room: transition.room, username: &transition.username }.encode();
+        self.publish(transition.room, &notice);
+        notice
     }
 
     /// Sends a change to the other nodes, if there are any; `change` is only built then. When the way to
@@ -729,12 +725,8 @@ impl Inner {
                 here: false,
             });
         }
-        if !(gone && notices) {
-            return None;
-        }
-        let notice = Event::Presence { msg_type: MSG_LEAVE, room: *room, username }.encode();
-        self.publish(*room, &notice);
-        Some(notice)
+        (gone && notices)
+            .then(|| self.announce(&Transition { room: *room, username: username.clone(), entered: false }))
     }
 
     /// Takes each connection out of the rooms that `select(room, members, conn)` picks, telling it why
