@@ -12,6 +12,7 @@ pub mod client_addr;
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod discovery;
 pub mod error;
 pub mod hub;
 pub mod protocol;

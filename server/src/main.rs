@@ -12,6 +12,7 @@ use multichat_server::auth::Passwords;
 use multichat_server::client_addr;
 use multichat_server::cluster::RedisOptions;
 use multichat_server::db::{is_unreachable, PoolOptions};
+use multichat_server::discovery::{self, Advertiser, Announcement, Browser, Interfaces, Kind};
 use multichat_server::{open_database_with, AppState, Config, Db};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -76,6 +77,15 @@ struct Options {
     /// Do not announce users entering and leaving rooms.
     #[arg(long, env = "MULTICHAT_NO_PRESENCE_NOTICES", global = true)]
     no_presence_notices: bool,
+    /// Announce this server on the LAN (mDNS / DNS-SD, as `_multichat._tcp.local.`) so that the desktop app lists it.
+    #[arg(long, env = "MULTICHAT_ADVERTISE", global = true)]
+    advertise: bool,
+    /// The name the LAN sees [default: "MultiChat on <this computer's name>"].
+    #[arg(long, env = "MULTICHAT_ADVERTISE_NAME", global = true)]
+    advertise_name: Option<String>,
+    /// Run mDNS (announcing and `discover`) only on these network interfaces (comma-separated names) [default: all].
+    #[arg(long, env = "MULTICHAT_DISCOVERY_INTERFACES", value_delimiter = ',', global = true)]
+    discovery_interfaces: Vec<String>,
     /// Days a login lasts.
     #[arg(long, env = "MULTICHAT_SESSION_DAYS", default_value_t = 30, global = true)]
     session_days: u64,
@@ -141,6 +151,12 @@ enum Command {
     Listusers,
     /// Exit 0 if the server listening at --bind answers GET /healthz, else 1 (a container's HEALTHCHECK).
     Healthcheck,
+    /// List the MultiChat servers announced on the LAN, one JSON object per line as they come and go.
+    Discover {
+        /// Stop after this many seconds [default: run until interrupted].
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -171,8 +187,11 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
             tracing::warn!(format = other, "LOG_FORMAT is json or text; using text");
         }
     }
-    if let Command::Healthcheck = cli.command {
-        return healthcheck(cli.options.bind).await;
+    // These two need no database.
+    match cli.command {
+        Command::Healthcheck => return healthcheck(cli.options.bind).await,
+        Command::Discover { seconds } => return discover(&cli.options, seconds).await,
+        _ => {}
     }
     let data_dir = match &cli.options.data_dir {
         Some(dir) => dir.clone(),
@@ -194,7 +213,13 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
         Command::Serve => {
             let redis =
                 cli.options.redis_url.clone().map(|url| RedisOptions { url, prefix: cli.options.redis_prefix.clone() });
-            serve(cli.options.bind, db.clone(), config, redis).await?
+            let announce = cli.options.advertise.then(|| Announcement {
+                name: cli.options.advertise_name.clone().unwrap_or_else(discovery::default_name),
+                kind: Kind::Server,
+                bind: cli.options.bind,
+                interfaces: Interfaces(cli.options.discovery_interfaces.clone()),
+            });
+            serve(cli.options.bind, db.clone(), config, redis, announce).await?
         }
         Command::Migrate => println!("migrations applied"),
         Command::Createsuperuser { username, password_stdin } => {
@@ -226,7 +251,8 @@ async fn run(cli: Cli, db: &Db) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Healthcheck => healthcheck(cli.options.bind).await?, // (answered before opening the database)
+        // (answered before opening the database)
+        Command::Healthcheck | Command::Discover { .. } => unreachable!("handled in start"),
         Command::Listusers => {
             println!("{:>6}  {:<5}  {:<5}  {:<6}  USERNAME", "ID", "STAFF", "ADMIN", "ACTIVE");
             for u in db.list_users().await? {
@@ -295,7 +321,35 @@ fn config(options: &Options) -> Config {
     }
 }
 
-async fn serve(bind: SocketAddr, db: Db, config: Config, redis: Option<RedisOptions>) -> anyhow::Result<()> {
+/// Prints each server found on the LAN (and each that goes away) as a JSON line, until `seconds` pass.
+async fn discover(options: &Options, seconds: Option<u64>) -> anyhow::Result<()> {
+    let mut browser = Browser::start(&Interfaces(options.discovery_interfaces.clone()))?;
+    let until = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut out = std::io::stdout();
+    loop {
+        let next = async {
+            match until {
+                Some(until) => tokio::time::timeout_at(until, browser.next()).await.ok().flatten(),
+                None => tokio::select! {
+                    change = browser.next() => change,
+                    _ = wait_for_signal() => None,
+                },
+            }
+        };
+        let Some(change) = next.await else { return Ok(()) };
+        // Line by line, flushed: a script (or a test) reads each as it comes.
+        writeln!(out, "{}", serde_json::to_string(&change)?)?;
+        out.flush()?;
+    }
+}
+
+async fn serve(
+    bind: SocketAddr,
+    db: Db,
+    config: Config,
+    redis: Option<RedisOptions>,
+    announce: Option<Announcement>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("could not listen on {bind}"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -320,12 +374,26 @@ async fn serve(bind: SocketAddr, db: Db, config: Config, redis: Option<RedisOpti
             "no account exists yet: create the first admin at http://{addr}/ (POST /api/setup) or with `multichat-server createsuperuser`"
         );
     }
+    // Announced once it listens; a LAN without multicast costs the announcement, never the server.
+    let advertiser = announce.and_then(|announce| {
+        let announce = Announcement { bind: addr, ..announce };
+        Advertiser::start(&announce).inspect_err(|err| tracing::warn!(cause = %err, "not announced on the LAN")).ok()
+    });
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
         shutdown.cancel();
     });
-    multichat_server::serve(listener, state).await?;
+    let closing = state.shutdown.clone();
+    let withdraw = async move {
+        closing.cancelled().await;
+        // Withdrawn as the server starts closing: the LAN's lists drop it before its sockets are gone.
+        if let Some(advertiser) = advertiser {
+            advertiser.stop().await;
+        }
+    };
+    let (served, ()) = tokio::join!(multichat_server::serve(listener, state), withdraw);
+    served?;
     Ok(())
 }
 
