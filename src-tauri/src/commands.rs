@@ -9,6 +9,7 @@ use crate::api::Answer;
 use crate::connection::Notice;
 use crate::desktop::{Desktop, HostStatus};
 use crate::error::{Error, Result};
+use crate::lan::LanServer;
 use crate::routing::View;
 use crate::session::SessionInfo;
 use crate::settings::Hosting;
@@ -118,11 +119,24 @@ pub async fn host_status(desktop: State<'_, Desktop>) -> Result<HostStatus> {
     Ok(desktop.host_status().await)
 }
 
-/// Turns hosting on or off, at `ip`:`port`; remembered for the next start.
+/// Turns hosting on or off, at `ip`:`port`, announced on the LAN as `name` or not; remembered for the next start.
 #[tauri::command]
-pub async fn host_set(desktop: State<'_, Desktop>, enabled: bool, ip: String, port: u16) -> Result<HostStatus> {
+pub async fn host_set(
+    desktop: State<'_, Desktop>,
+    enabled: bool,
+    ip: String,
+    port: u16,
+    advertise: bool,
+    name: String,
+) -> Result<HostStatus> {
     let ip = ip.trim().parse().map_err(|_| Error::BadAddress)?;
-    desktop.set_hosting(Hosting { enabled, ip, port }).await
+    desktop.set_hosting(Hosting { enabled, ip, port, advertise, name: name.trim().to_owned() }).await
+}
+
+/// The MultiChat servers on the LAN, sent to `events` now and each time the list changes.
+#[tauri::command]
+pub fn lan_servers(desktop: State<'_, Desktop>, window: Window, events: Channel<Vec<LanServer>>) {
+    desktop.lan.watch(window.label(), events);
 }
 
 #[tauri::command]

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use multichat_server::discovery::{self, Announcement, Interfaces, Kind};
 use serde::Serialize;
 use serde_json::Value;
 use tauri::{AppHandle, Wry};
@@ -11,6 +12,7 @@ use tauri_plugin_store::{Store, StoreExt};
 use crate::credentials::{CredentialStore, SystemKeyring};
 use crate::error::{Error, Result};
 use crate::host::{self, Host, HostSettings};
+use crate::lan::{self, Lan};
 use crate::session::Sessions;
 use crate::settings::{Hosting, Settings};
 use crate::tls;
@@ -23,6 +25,10 @@ const KEY: &str = "settings";
 pub struct Desktop {
     pub sessions: Sessions,
     pub windows: Arc<AppWindows>,
+    /// Servers found on the LAN, for the login window.
+    pub lan: Arc<Lan>,
+    /// LAN discovery may run (browsing and announcing); see [`lan::enabled`].
+    discovery: bool,
     store: Arc<Store<Wry>>,
     settings: Mutex<Settings>,
     hosted: tokio::sync::Mutex<Hosted>,
@@ -32,6 +38,8 @@ pub struct Desktop {
 #[derive(Default)]
 struct Hosted {
     host: Option<Host>,
+    /// The settings the running host was started or last changed with.
+    running: Option<Hosting>,
     /// Why hosting failed last (the port is taken, say), until it works.
     error: Option<String>,
 }
@@ -49,6 +57,13 @@ pub struct HostStatus {
     pub local: Option<String>,
     pub needs_admin: bool,
     pub error: Option<String>,
+    /// Whether to announce it on the LAN, and under which name ("" for the default one).
+    pub advertise: bool,
+    pub name: String,
+    /// The name announced when none is set.
+    pub default_name: String,
+    /// Whether the LAN is being told about it right now.
+    pub announced: bool,
 }
 
 impl Desktop {
@@ -57,9 +72,15 @@ impl Desktop {
         let settings = store.get(KEY).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
         let credentials: Arc<dyn CredentialStore> = Arc::new(SystemKeyring::default());
         let windows = Arc::new(AppWindows::new(app.clone()));
+        let discovery = lan::enabled();
+        if !discovery {
+            tracing::info!("LAN discovery is off (MULTICHAT_DISCOVERY)");
+        }
         Ok(Desktop {
             sessions: Sessions::new(credentials, windows.clone(), tls::client_config(&[])?),
             windows,
+            lan: Lan::new(discovery),
+            discovery,
             store,
             settings: Mutex::new(settings),
             hosted: tokio::sync::Mutex::default(),
@@ -92,21 +113,50 @@ impl Desktop {
     pub async fn apply_hosting(&self) {
         let wanted = self.settings().host;
         let mut hosted = self.hosted.lock().await;
-        let running_at = hosted.host.as_ref().map(|h| h.addr());
-        if wanted.enabled && running_at.is_some_and(|addr| addr.ip() == wanted.ip && addr.port() == wanted.port) {
-            return;
-        }
-        if let Some(host) = hosted.host.take() {
-            host.stop().await;
-        }
-        hosted.error = None;
-        if wanted.enabled {
-            let settings = HostSettings { bind: wanted.bind(), data_dir: self.data_dir.join("server") };
-            match Host::start(&settings).await {
-                Ok(host) => hosted.host = Some(host),
-                Err(err) => hosted.error = Some(err.to_string()),
+        let Hosted { host, running, error } = &mut *hosted;
+        if let (true, Some(host), Some(running)) = (wanted.enabled, host.as_mut(), running.as_mut()) {
+            if running.ip == wanted.ip && running.port == wanted.port {
+                // Same address: only the announcement may have changed, and the server keeps running.
+                if (running.advertise, &running.name) != (wanted.advertise, &wanted.name) {
+                    host.announce(self.announcement(&wanted));
+                    *running = wanted;
+                }
+                return;
             }
         }
+        if let Some(host) = host.take() {
+            host.stop().await;
+        }
+        *running = None;
+        *error = None;
+        if wanted.enabled {
+            let settings = HostSettings {
+                bind: wanted.bind(),
+                data_dir: self.data_dir.join("server"),
+                announce: self.announcement(&wanted),
+            };
+            match Host::start(&settings).await {
+                Ok(started) => {
+                    *host = Some(started);
+                    *running = Some(wanted);
+                }
+                Err(err) => *error = Some(err.to_string()),
+            }
+        }
+    }
+
+    /// How the hosted server announces itself, if it does.
+    fn announcement(&self, hosting: &Hosting) -> Option<Announcement> {
+        let name = match hosting.name.trim() {
+            "" => discovery::default_name(),
+            name => name.to_owned(),
+        };
+        (self.discovery && hosting.advertise).then(|| Announcement {
+            name,
+            kind: Kind::Desktop,
+            bind: hosting.bind(),
+            interfaces: Interfaces::default(),
+        })
     }
 
     pub async fn host_status(&self) -> HostStatus {
@@ -126,6 +176,10 @@ impl Desktop {
             local: host.map(|h| format!("http://127.0.0.1:{}", h.addr().port())),
             needs_admin,
             error: hosted.error.clone(),
+            advertise: wanted.advertise,
+            name: wanted.name,
+            default_name: discovery::default_name(),
+            announced: host.is_some_and(Host::announced),
         }
     }
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use multichat_server::accounts::{self, Rights};
+use multichat_server::discovery::{Advertiser, Announcement};
 use multichat_server::{open_database, AppState, Config};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,8 @@ pub struct HostSettings {
     pub bind: SocketAddr,
     /// Where the hosted server keeps its database.
     pub data_dir: PathBuf,
+    /// How it announces itself on the LAN, if it does (its `bind` is replaced by the real address).
+    pub announce: Option<Announcement>,
 }
 
 /// A server running inside the app.
@@ -27,6 +30,7 @@ pub struct Host {
     addr: SocketAddr,
     state: AppState,
     task: JoinHandle<std::io::Result<()>>,
+    advertiser: Option<Advertiser>,
 }
 
 impl Host {
@@ -40,7 +44,28 @@ impl Host {
         let state = AppState::new(db, Config::default(), CancellationToken::new())?;
         let task = tokio::spawn(multichat_server::serve(listener, state.clone()));
         tracing::info!(%addr, "hosting a server");
-        Ok(Host { addr, state, task })
+        let mut host = Host { addr, state, task, advertiser: None };
+        host.announce(settings.announce.clone());
+        Ok(host)
+    }
+
+    /// Starts, changes or (with `None`) withdraws the announcement on the LAN, leaving the server running.
+    /// A LAN where mDNS cannot run costs the announcement only: it is logged, and the server serves on.
+    pub fn announce(&mut self, announce: Option<Announcement>) {
+        // The old announcement is dropped: its daemon sends the goodbyes on its own thread.
+        self.advertiser = None;
+        if let Some(announce) = announce {
+            let announce = Announcement { bind: self.addr, ..announce };
+            match Advertiser::start(&announce) {
+                Ok(advertiser) => self.advertiser = Some(advertiser),
+                Err(err) => tracing::warn!(cause = %err, "the hosted server is not announced on the LAN"),
+            }
+        }
+    }
+
+    /// Whether the LAN is being told about this server.
+    pub fn announced(&self) -> bool {
+        self.advertiser.is_some()
     }
 
     /// The address it listens on (with the real port when 0 was asked for).
@@ -61,7 +86,11 @@ impl Host {
     }
 
     /// Stops accepting, closes every chat socket with 1001, and waits until the server has stopped.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        // Withdrawn first: the LAN's lists drop the server before its sockets close.
+        if let Some(advertiser) = self.advertiser.take() {
+            advertiser.stop().await;
+        }
         self.state.shutdown.cancel();
         if let Ok(Err(err)) = self.task.await {
             tracing::warn!(cause = %err, "the hosted server stopped with an error");

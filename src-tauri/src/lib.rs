@@ -3,7 +3,7 @@
 //! The client's windows share ONE chat socket held here ([`connection`], routed by [`routing`]) and reach
 //! the server's HTTP API through here too ([`api`]), so the webview never holds the session token. Logins
 //! can be remembered in the OS keyring ([`credentials`]); "Host server" runs the server library inside the
-//! app ([`host`]); [`settings`] persist through `tauri-plugin-store`.
+//! app ([`host`]), announced on the LAN, where the login window finds servers ([`lan`]); [`settings`] persist through `tauri-plugin-store`.
 
 pub mod address;
 pub mod api;
@@ -13,6 +13,7 @@ pub mod credentials;
 mod desktop;
 pub mod error;
 pub mod host;
+pub mod lan;
 pub mod routing;
 pub mod session;
 pub mod settings;
@@ -50,6 +51,7 @@ pub fn run() {
             if let WindowEvent::Destroyed = event {
                 let desktop = window.state::<Desktop>();
                 desktop.windows.detach(window.label());
+                desktop.lan.unwatch(window.label());
                 let _ = desktop.sessions.with(|_, _, connection| connection.window_closed(window.label()));
             }
         })
@@ -69,6 +71,7 @@ pub fn run() {
             commands::host_status,
             commands::host_set,
             commands::host_create_admin,
+            commands::lan_servers,
         ])
         .build(tauri::generate_context!());
     let app = match app {

@@ -38,11 +38,21 @@ pub struct Hosting {
     /// `0.0.0.0` serves every network this computer is on; a single address serves that one only.
     pub ip: IpAddr,
     pub port: u16,
+    /// Announce the hosted server on the LAN, so that others' apps list it (on unless the host turns it off).
+    pub advertise: bool,
+    /// The name others see in that list; empty for "MultiChat on <this computer's name>".
+    pub name: String,
 }
 
 impl Default for Hosting {
     fn default() -> Hosting {
-        Hosting { enabled: false, ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: DEFAULT_PORT }
+        Hosting {
+            enabled: false,
+            ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: DEFAULT_PORT,
+            advertise: true,
+            name: String::new(),
+        }
     }
 }
 
@@ -83,6 +93,7 @@ mod tests {
         let settings: Settings = serde_json::from_str(r#"{"host":{"enabled":true}}"#).unwrap();
         assert!(settings.host.enabled);
         assert_eq!(settings.host.port, DEFAULT_PORT);
+        assert!(settings.host.advertise, "a host from before LAN discovery is announced");
         assert!(settings.recent_servers.is_empty());
     }
 }

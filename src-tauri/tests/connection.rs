@@ -39,7 +39,8 @@ struct Server {
 impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let settings = HostSettings { bind: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_owned() };
+        let settings =
+            HostSettings { bind: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_owned(), announce: None };
         let host = Host::start(&settings).await.unwrap();
         host.create_admin("ann", "ann-pw").await.unwrap();
         let server = Server { host, _dir: dir, http: reqwest::Client::builder().timeout(WAIT).build().unwrap() };

@@ -25,7 +25,8 @@ async fn post(url: &str, token: Option<&str>, body: Value) -> Value {
 #[tokio::test]
 async fn a_hosted_server_serves_chat_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = HostSettings { bind: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_owned() };
+    let settings =
+        HostSettings { bind: "127.0.0.1:0".parse().unwrap(), data_dir: dir.path().to_owned(), announce: None };
     let host = Host::start(&settings).await.unwrap();
     let addr = host.addr();
     assert_ne!(addr.port(), 0);

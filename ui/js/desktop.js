@@ -10,8 +10,10 @@ import { ShellApi, ShellTransport, invoke, tauri, windowLabel } from "./shell.js
 /** @typedef {{ server: string, user: import("./api.js").User, warning: string | null }} Session */
 /**
  * @typedef {{ enabled: boolean, ip: string, port: number, running: boolean, addresses: string[],
- *   local: string | null, needs_admin: boolean, error: string | null }} HostStatus
+ *   local: string | null, needs_admin: boolean, error: string | null, advertise: boolean, name: string,
+ *   default_name: string, announced: boolean }} HostStatus
  */
+/** @typedef {{ id: string, name: string, url: string, desktop: boolean, compatible: boolean }} LanServer */
 
 /** Starts the desktop client in `root`. @param {HTMLElement} root */
 export async function startDesktop(root) {
@@ -91,6 +93,11 @@ async function showLogin(root, why = "") {
       h("input", { name: "server", list: "recent-servers", required: true, placeholder: "192.168.1.20:8000",
         value: settings.recent_servers[0] ?? "", autocomplete: "url", spellcheck: "false" })),
     recent,
+    lanServers((url) => {
+      const input = /** @param {string} name */ (name) => /** @type {HTMLInputElement} */ (form.elements.namedItem(name));
+      input("server").value = url;
+      input(input("username").value ? "password" : "username").focus();
+    }),
     h("label", {}, "Username",
       h("input", { name: "username", autocomplete: "username", required: true, value: settings.remembered?.username ?? "" })),
     h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "current-password", required: true })),
@@ -130,6 +137,33 @@ async function showLogin(root, why = "") {
 }
 
 /**
+ * The servers announced on the LAN, kept current by the shell; a click picks one. Hidden while there are none
+ * (typing an address works all the same).
+ * @param {(url: string) => void} pick
+ */
+function lanServers(pick) {
+  const list = h("ul", { class: "lan-servers", "aria-labelledby": "lan-title" });
+  const box = h("div", { class: "lan", hidden: true }, h("p", { id: "lan-title", class: "note" }, "On your network:"), list);
+  const channel = new (tauri().core.Channel)();
+  /** @param {LanServer[]} servers */
+  channel.onmessage = (servers) => {
+    box.hidden = servers.length === 0;
+    fill(list, ...servers.map((server) => h("li", {},
+      h("button", {
+        type: "button",
+        class: "quiet lan-server",
+        disabled: !server.compatible,
+        title: server.compatible ? server.url : "This server needs another version of MultiChat.",
+        onclick: () => pick(server.url),
+      }, h("span", { class: "lan-name" }, server.name), " ",
+      h("span", { class: "note" }, server.compatible ? server.url.replace(/^http:\/\//, "") : "another version")))));
+  };
+  // Discovery is best effort: without it, the list just stays hidden.
+  invoke("lan_servers", { events: channel }).catch(() => {});
+  return box;
+}
+
+/**
  * The "Host server" panel: the toggle, where to listen, where others reach it, and the first admin.
  * @param {HTMLElement} panel @param {(server: string, username: string) => void} [adminCreated]
  */
@@ -144,15 +178,20 @@ async function renderHost(panel, adminCreated) {
   }
   const result = h("p", { class: "error", role: "alert" }, status.error ?? "");
   const toggle = h("input", { type: "checkbox", name: "enabled", checked: status.enabled });
+  const advertise = h("input", { type: "checkbox", name: "advertise", checked: status.advertise });
   const form = h("form", { class: "inline" },
     h("label", {}, "Address", h("input", { name: "ip", value: status.ip, spellcheck: "false", "aria-describedby": "ip-hint" })),
     h("label", {}, "Port", h("input", { name: "port", type: "number", min: 1, max: 65535, value: status.port })),
+    h("label", {}, "Name on the network",
+      h("input", { name: "name", value: status.name, placeholder: status.default_name, spellcheck: "false", maxlength: 63 })),
     h("button", { type: "submit" }, "Apply"));
   /** @param {boolean} enabled */
   const apply = async (enabled) => {
     result.textContent = "";
     try {
-      await invoke("host_set", { enabled, ip: field(form, "ip"), port: Number(field(form, "port")) });
+      await invoke("host_set", {
+        enabled, ip: field(form, "ip"), port: Number(field(form, "port")), advertise: advertise.checked, name: field(form, "name"),
+      });
     } catch (e) {
       result.textContent = errorText(e);
       return;
@@ -160,6 +199,7 @@ async function renderHost(panel, adminCreated) {
     renderHost(panel, adminCreated);
   };
   toggle.addEventListener("change", () => apply(toggle.checked));
+  advertise.addEventListener("change", () => apply(toggle.checked));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     apply(toggle.checked);
@@ -170,13 +210,16 @@ async function renderHost(panel, adminCreated) {
     ? h("div", {}, h("p", { class: "host-status running", role: "status" }, thisComputerOnly
       ? "Hosting, for this computer only (use the address 0.0.0.0 to serve your network):"
       : "Hosting. Others on your network can open:"),
-      h("ul", { class: "addresses" }, status.addresses.map((a) => h("li", {}, a))))
+      h("ul", { class: "addresses" }, status.addresses.map((a) => h("li", {}, a))),
+      status.announced && h("p", { class: "note announced" },
+        `Listed in the MultiChat apps on your network as “${status.name || status.default_name}”.`))
     : h("p", { class: "host-status", role: "status" }, status.enabled ? "Not running." : "Not hosting.");
 
   fill(panel,
     h("h2", { id: "host-title" }, "Host a server on this computer"),
     h("p", {}, "Others on your network can then log in to it from their MultiChat app or a browser. It keeps running while the app is open, and starts again with the app."),
     h("label", { class: "check" }, toggle, "Host server"),
+    h("label", { class: "check" }, advertise, "List it in the MultiChat apps on my network"),
     form,
     h("p", { id: "ip-hint", class: "note" }, "0.0.0.0 serves every network this computer is on."),
     state,
