@@ -385,14 +385,20 @@ async fn serve(
         shutdown.cancel();
     });
     let closing = state.shutdown.clone();
-    let withdraw = async move {
-        closing.cancelled().await;
-        // Withdrawn as the server starts closing: the LAN's lists drop it before its sockets are gone.
-        if let Some(advertiser) = advertiser {
-            advertiser.stop().await;
+    let withdraw = tokio::spawn({
+        let closing = closing.clone();
+        async move {
+            closing.cancelled().await;
+            // Withdrawn as the server starts closing: the LAN's lists drop it before its sockets are gone.
+            if let Some(advertiser) = advertiser {
+                advertiser.stop().await;
+            }
         }
-    };
-    let (served, ()) = tokio::join!(multichat_server::serve(listener, state), withdraw);
+    });
+    let served = multichat_server::serve(listener, state).await;
+    // Serving can also end on an error, without a signal: the announcement goes all the same.
+    closing.cancel();
+    let _ = withdraw.await;
     served?;
     Ok(())
 }
