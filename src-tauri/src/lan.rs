@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use multichat_server::discovery::{Browser, Change, Found, Interfaces};
+use multichat_server::discovery::{Browser, Change, Found, Interfaces, Kind};
 use serde::Serialize;
 use tauri::ipc::Channel;
 
@@ -52,7 +52,7 @@ impl ServerList {
                     id: found.id.clone(),
                     name: found.name.clone(),
                     url: found.url.clone()?,
-                    desktop: found.kind == Some(multichat_server::discovery::Kind::Desktop),
+                    desktop: found.kind == Some(Kind::Desktop),
                     compatible: found.compatible(),
                 })
             })
@@ -117,7 +117,7 @@ impl Lan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use multichat_server::discovery::{Kind, PROTOCOL_VERSION};
+    use multichat_server::discovery::PROTOCOL_VERSION;
 
     fn found(id: &str, name: &str, url: Option<&str>) -> Found {
         Found {
