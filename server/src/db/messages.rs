@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::{Acquire, AnyConnection, Row};
 
-use super::{flag, is_unique_violation, now_ms, Db};
+use super::{is_unique_violation, now_ms, Backend, Db};
 use crate::error::Error;
 
 /// A message a user sent, waiting to be stored.
@@ -78,12 +78,12 @@ impl Db {
         let mut results = Vec::with_capacity(batch.len());
         for &message in batch {
             let result = match &message.nonce {
-                None => store_one(&mut tx, message, created_at).await,
+                None => store_one(&mut tx, self.backend, message, created_at).await,
                 // A concurrent retry on another node can collide on the nonce's key; a savepoint keeps that
                 // from aborting the batch, and the retry is then answered with the winner's id.
                 Some(nonce) => {
                     let mut savepoint = tx.begin().await?;
-                    match store_one(&mut savepoint, message, created_at).await {
+                    match store_one(&mut savepoint, self.backend, message, created_at).await {
                         Ok(stored) => {
                             savepoint.commit().await?;
                             Ok(stored)
@@ -184,42 +184,54 @@ impl Db {
     }
 }
 
+/// Advances the room's counter if the author may write there (returning it), and stores the message under it
+/// unless the room is ephemeral. SQLite has no data-modifying CTE: two statements in one command, the insert
+/// reading the counter the update just set, and only if it set one (`changes()`).
+const STORE_SQLITE: &str = "UPDATE rooms SET last_message_id = last_message_id + 1 \
+     WHERE id = $1 AND (NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_staff AND is_active)) \
+     RETURNING last_message_id; \
+     INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
+     SELECT id, last_message_id, $2, $3, $4, $5 FROM rooms WHERE id = $1 AND NOT ephemeral AND changes() = 1";
+/// The same for Postgres, as one statement.
+const STORE_POSTGRES: &str = "WITH bumped AS (UPDATE rooms SET last_message_id = last_message_id + 1 \
+     WHERE id = $1 AND (NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_staff AND is_active)) \
+     RETURNING id, last_message_id, ephemeral), \
+     stored AS (INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
+     SELECT id, last_message_id, $2, $3, $4, $5 FROM bumped WHERE NOT ephemeral) \
+     SELECT last_message_id FROM bumped";
+
 /// Stores one message inside the batch's transaction.
-async fn store_one(conn: &mut AnyConnection, message: &NewMessage, created_at: i64) -> Result<Stored, Error> {
+async fn store_one(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    message: &NewMessage,
+    created_at: i64,
+) -> Result<Stored, Error> {
     if let Some(nonce) = &message.nonce {
         if let Some(earlier) = nonce_lookup(conn, message.user_id, nonce).await? {
             return Ok(Stored::Duplicate(earlier));
         }
     }
-    let row = sqlx::query(
-        "UPDATE rooms SET last_message_id = last_message_id + 1 \
-         WHERE id = $1 AND (NOT staff_only OR EXISTS \
-             (SELECT 1 FROM users WHERE id = $2 AND is_staff AND is_active)) \
-         RETURNING last_message_id, ephemeral",
-    )
-    .bind(message.room)
-    .bind(message.user_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
+    // The room's counter and the message in one command: each command is a round trip (to SQLite's worker
+    // thread, or to Postgres), and under load each one waits its turn for a core.
+    let sql = match backend {
+        Backend::Sqlite => STORE_SQLITE,
+        Backend::Postgres => STORE_POSTGRES,
+    };
+    let rows = sqlx::query(sql)
+        .bind(message.room)
+        .bind(message.user_id)
+        .bind(&*message.username)
+        .bind(&message.body)
+        .bind(created_at)
+        .fetch_all(&mut *conn)
+        .await?;
+    let Some(row) = rows.first() else {
         let exists =
             sqlx::query("SELECT 1 FROM rooms WHERE id = $1").bind(message.room).fetch_optional(&mut *conn).await?;
         return Err(if exists.is_some() { Error::RoomAccessDenied } else { Error::RoomInvalid });
     };
     let id: i64 = row.try_get("last_message_id")?;
-    if !flag(&row, "ephemeral")? {
-        sqlx::query(
-            "INSERT INTO messages (room_id, id, user_id, username, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(message.room)
-        .bind(id)
-        .bind(message.user_id)
-        .bind(&*message.username)
-        .bind(&message.body)
-        .bind(created_at)
-        .execute(&mut *conn)
-        .await?;
-    }
     if let Some(nonce) = &message.nonce {
         sqlx::query(
             "INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) VALUES ($1, $2, $3, $4, $5)",
