@@ -287,6 +287,7 @@ async fn an_ephemeral_room_stores_nothing(backend: Backend) {
     assert_eq!(ann.send_acked(room, "gone with the wind", "k1").await["id"], 1);
     assert_eq!(bob.recv_message().await["message"], "gone with the wind", "live delivery as usual");
     assert!(server.stored(room).await.is_empty());
+    assert_eq!(ann.send_acked(room, "gone with the wind", "k1").await["id"], 1, "a retry is known here too");
 
     drop(bob);
     let mut bob = server.login("bob", "bob-password").await.connect().await;

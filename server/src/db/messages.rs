@@ -79,8 +79,8 @@ impl Db {
         for &message in batch {
             let result = match &message.nonce {
                 None => store_one(&mut tx, self.backend, message, created_at).await,
-                // A concurrent retry on another node can collide on the nonce's key; a savepoint keeps that
-                // from aborting the batch, and the retry is then answered with the winner's id.
+                // A nonce used before (a retry, here or on another node) fails the insert on its key; a
+                // savepoint keeps that from aborting the batch, and the retry is answered with the earlier id.
                 Some(nonce) => {
                     let mut savepoint = tx.begin().await?;
                     match store_one(&mut savepoint, self.backend, message, created_at).await {
@@ -88,16 +88,18 @@ impl Db {
                             savepoint.commit().await?;
                             Ok(stored)
                         }
-                        Err(Error::Database(e)) if is_unique_violation(&e) => {
-                            savepoint.rollback().await?;
-                            nonce_lookup(&mut tx, message.user_id, nonce)
-                                .await?
-                                .map(Stored::Duplicate)
-                                .ok_or(Error::Database(e))
-                        }
                         Err(e) => {
                             savepoint.rollback().await?;
-                            Err(e)
+                            // A retry is answered with the earlier message, also if the author may no longer
+                            // write there or the room is gone: it was stored when they could.
+                            let maybe_retry = match &e {
+                                Error::Database(db) => is_unique_violation(db),
+                                Error::RoomAccessDenied | Error::RoomInvalid => true,
+                                _ => false,
+                            };
+                            let earlier =
+                                if maybe_retry { nonce_lookup(&mut tx, message.user_id, nonce).await? } else { None };
+                            earlier.map(Stored::Duplicate).ok_or(e)
                         }
                     }
                 }
@@ -184,66 +186,89 @@ impl Db {
     }
 }
 
+/// The condition on a `rooms` row under which author `$2` may write there: checked in the statement that
+/// advances the counter, so that a just-demoted author is refused.
+macro_rules! may_write {
+    () => {
+        "(NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_staff AND is_active))"
+    };
+}
+
 /// Advances the room's counter if the author may write there (returning it), and stores the message under it
 /// unless the room is ephemeral. SQLite has no data-modifying CTE: two statements in one command, the insert
 /// reading the counter the update just set, and only if it set one (`changes()`).
-const STORE_SQLITE: &str = "UPDATE rooms SET last_message_id = last_message_id + 1 \
-     WHERE id = $1 AND (NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_staff AND is_active)) \
-     RETURNING last_message_id; \
+const STORE_SQLITE: &str = concat!(
+    "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
+    may_write!(),
+    " RETURNING last_message_id; \
      INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
-     SELECT id, last_message_id, $2, $3, $4, $5 FROM rooms WHERE id = $1 AND NOT ephemeral AND changes() = 1";
-/// The same for Postgres, as one statement.
-const STORE_POSTGRES: &str = "WITH bumped AS (UPDATE rooms SET last_message_id = last_message_id + 1 \
-     WHERE id = $1 AND (NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_staff AND is_active)) \
-     RETURNING id, last_message_id, ephemeral), \
+     SELECT id, last_message_id, $2, $3, $4, $5 FROM rooms WHERE id = $1 AND NOT ephemeral AND changes() = 1",
+);
+/// The same, and the nonce `$6` remembered, also in an ephemeral room (where `changes()` is 0 by then, hence
+/// the condition again).
+const STORE_SQLITE_NONCE: &str = concat!(
+    "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
+    may_write!(),
+    " RETURNING last_message_id; \
+     INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
+     SELECT id, last_message_id, $2, $3, $4, $5 FROM rooms WHERE id = $1 AND NOT ephemeral AND changes() = 1; \
+     INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) \
+     SELECT $2, $6, id, last_message_id, $5 FROM rooms WHERE id = $1 AND ",
+    may_write!(),
+);
+/// [`STORE_SQLITE`] for Postgres, as one statement.
+const STORE_POSTGRES: &str = concat!(
+    "WITH bumped AS (UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
+    may_write!(),
+    " RETURNING id, last_message_id, ephemeral), \
      stored AS (INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
      SELECT id, last_message_id, $2, $3, $4, $5 FROM bumped WHERE NOT ephemeral) \
-     SELECT last_message_id FROM bumped";
+     SELECT last_message_id FROM bumped",
+);
+/// [`STORE_SQLITE_NONCE`] for Postgres, as one statement.
+const STORE_POSTGRES_NONCE: &str = concat!(
+    "WITH bumped AS (UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
+    may_write!(),
+    " RETURNING id, last_message_id, ephemeral), \
+     stored AS (INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
+     SELECT id, last_message_id, $2, $3, $4, $5 FROM bumped WHERE NOT ephemeral), \
+     remembered AS (INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) \
+     SELECT $2, $6, id, last_message_id, $5 FROM bumped) \
+     SELECT last_message_id FROM bumped",
+);
 
-/// Stores one message inside the batch's transaction.
+/// Stores one message inside the batch's transaction: one command, a round trip (to SQLite's worker thread,
+/// or to Postgres) that under load waits its turn for a core. A nonce already used fails it with a unique
+/// violation, which the caller answers (see [`Db::store_batch`]): retries are rare, so they pay, not every
+/// message.
 async fn store_one(
     conn: &mut AnyConnection,
     backend: Backend,
     message: &NewMessage,
     created_at: i64,
 ) -> Result<Stored, Error> {
-    if let Some(nonce) = &message.nonce {
-        if let Some(earlier) = nonce_lookup(conn, message.user_id, nonce).await? {
-            return Ok(Stored::Duplicate(earlier));
-        }
-    }
-    // The room's counter and the message in one command: each command is a round trip (to SQLite's worker
-    // thread, or to Postgres), and under load each one waits its turn for a core.
-    let sql = match backend {
-        Backend::Sqlite => STORE_SQLITE,
-        Backend::Postgres => STORE_POSTGRES,
+    let sql = match (backend, message.nonce.is_some()) {
+        (Backend::Sqlite, false) => STORE_SQLITE,
+        (Backend::Sqlite, true) => STORE_SQLITE_NONCE,
+        (Backend::Postgres, false) => STORE_POSTGRES,
+        (Backend::Postgres, true) => STORE_POSTGRES_NONCE,
     };
-    let rows = sqlx::query(sql)
+    let mut query = sqlx::query(sql)
         .bind(message.room)
         .bind(message.user_id)
         .bind(&*message.username)
         .bind(&message.body)
-        .bind(created_at)
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(created_at);
+    if let Some(nonce) = &message.nonce {
+        query = query.bind(nonce);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
     let Some(row) = rows.first() else {
         let exists =
             sqlx::query("SELECT 1 FROM rooms WHERE id = $1").bind(message.room).fetch_optional(&mut *conn).await?;
         return Err(if exists.is_some() { Error::RoomAccessDenied } else { Error::RoomInvalid });
     };
     let id: i64 = row.try_get("last_message_id")?;
-    if let Some(nonce) = &message.nonce {
-        sqlx::query(
-            "INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(message.user_id)
-        .bind(nonce)
-        .bind(message.room)
-        .bind(id)
-        .bind(created_at)
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(Stored::New(StoredMessage { room: message.room, id, created_at }))
 }
 
