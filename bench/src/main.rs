@@ -74,6 +74,9 @@ enum Scenario {
         /// each period: the tool's behaviour before 2026-12-04, to reproduce figures taken then.
         #[arg(long)]
         in_step: bool,
+        /// Every send carries a nonce and is acknowledged to its sender, as the web client's sends are.
+        #[arg(long)]
+        nonces: bool,
     },
     /// Connect, join, send, leave, disconnect, in a loop: cycles per second and errors.
     Churn {
@@ -160,9 +163,9 @@ async fn scenario(cli: &Cli, target: &Target) -> anyhow::Result<Report> {
         Scenario::Idle { connections, hold } => {
             idle::run(target, idle::Idle { connections, users: cli.users, hold: seconds(hold) }).await?
         }
-        Scenario::Fanout { rooms, members, senders, rate, seconds: s, in_step } => {
-            let fanout =
-                fanout::Fanout { rooms, members, senders, rate, duration: seconds(s), users: cli.users, in_step };
+        Scenario::Fanout { rooms, members, senders, rate, seconds: s, in_step, nonces } => {
+            let duration = seconds(s);
+            let fanout = fanout::Fanout { rooms, members, senders, rate, duration, users: cli.users, in_step, nonces };
             fanout::run(target, fanout).await?
         }
         Scenario::Churn { workers, rooms, seconds: s } => {

@@ -97,6 +97,18 @@ async fn fanout_delivers_everything_and_measures_latency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_nonces_has_every_send_acknowledged_to_its_sender() {
+    let (addr, _dir) = server().await;
+    let scenario = ["fanout", "--members", "4", "--senders", "2", "--rate", "400", "--seconds", "1", "--nonces"];
+    let (output, report) = bench(against(addr, &scenario)).await;
+    succeeded(&output);
+    let sent = figure(&report, "messages_sent");
+    assert!(sent > 0.0);
+    assert_eq!(figure(&report, "acks"), sent, "one ack per send, and acks are not counted as deliveries");
+    assert_eq!(figure(&report, "deliveries"), sent * 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_cycles_without_errors() {
     let (addr, _dir) = server().await;
     let (output, report) = bench(against(addr, &["churn", "--workers", "2", "--rooms", "2", "--seconds", "1"])).await;

@@ -34,6 +34,8 @@ pub struct Fanout {
     /// All senders send at the same instants; otherwise sender `n` of `S` is `n/S` of a period later than
     /// sender 0, so that the target rate is a steady rate, not bursts of one message per sender.
     pub in_step: bool,
+    /// Each send carries a nonce (as the web client's do), which the server stores and acknowledges.
+    pub nonces: bool,
 }
 
 /// What one member saw.
@@ -47,6 +49,8 @@ struct Seen {
     /// Error frames (a refused send, say), and the first of them.
     errors: u64,
     first_error: Option<String>,
+    /// Acknowledgements of this member's own sends (with nonces).
+    acks: u64,
 }
 
 pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
@@ -56,7 +60,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     let parameters = json!({
         "rooms": fanout.rooms, "members": fanout.members, "senders": senders, "target_deliveries_per_s": fanout.rate,
         "messages_per_s_per_sender": per_sender, "seconds": fanout.duration.as_secs_f64(), "body_bytes": BODY_BYTES,
-        "senders_in_step": fanout.in_step,
+        "senders_in_step": fanout.in_step, "nonces": fanout.nonces,
     });
     let mut report = Report::new("fanout", &target.description, parameters);
     let accounts = provision(target, fanout.users, fanout.rooms).await?;
@@ -93,17 +97,20 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
             // A member that only reads keeps its socket whole (no lock shared with a writing half).
             readers.push(tokio::spawn(async move {
                 let mut socket = socket;
-                let seen = read(&mut socket, origin, deadline, &all_sent[room_index], over).await;
+                let seen = read(&mut socket, origin, deadline, &all_sent[room_index], None, over).await;
                 (room_index, seen, Box::new(socket) as Box<dyn Any + Send>)
             }));
             continue;
         }
         let (mut sink, mut stream) = socket.split();
+        // With nonces, a sender also waits for the acknowledgement of each of its own sends.
+        let own_sent = Arc::new(AtomicU64::new(0));
+        let acks_due = fanout.nonces.then(|| own_sent.clone());
         readers.push(tokio::spawn(async move {
-            let seen = read(&mut stream, origin, deadline, &all_sent[room_index], over).await;
+            let seen = read(&mut stream, origin, deadline, &all_sent[room_index], acks_due, over).await;
             (room_index, seen, Box::new(stream) as Box<dyn Any + Send>)
         }));
-        let (sent, in_step) = (sent.clone(), fanout.in_step);
+        let (sent, in_step, nonces) = (sent.clone(), fanout.in_step, fanout.nonces);
         sending.push(tokio::spawn(async move {
             let period = Duration::from_secs_f64(1.0 / per_sender.max(1e-3));
             let mut next = start + first_send(period, n, senders, in_step);
@@ -112,11 +119,17 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
                 tokio::time::sleep_until(next.into()).await;
                 let at = origin.elapsed().as_micros() as u64;
                 let message = body(at, n, seq);
-                let frame = json!({ "command": "send", "room": room, "message": message }).to_string();
+                let frame = if nonces {
+                    json!({ "command": "send", "room": room, "message": message, "nonce": format!("{n}-{seq}") })
+                } else {
+                    json!({ "command": "send", "room": room, "message": message })
+                };
+                let frame = frame.to_string();
                 if sink.send(Message::text(frame)).await.is_err() {
                     break;
                 }
                 sent[room_index].fetch_add(1, Ordering::Relaxed);
+                own_sent.fetch_add(1, Ordering::Relaxed);
                 seq += 1;
                 next += period;
             }
@@ -136,7 +149,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
 
     let mut latency = histogram();
     let (mut delivered, mut missing, mut closed, mut out_of_order) = (0u64, 0u64, 0usize, 0u64);
-    let (mut errors, mut first_error) = (0u64, None);
+    let (mut errors, mut first_error, mut acks) = (0u64, None, 0u64);
     let mut open = Vec::with_capacity(readers.len());
     for reader in readers {
         // Sockets stay open until every member is done: one leaving early would notify the others.
@@ -149,6 +162,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
         out_of_order += seen.out_of_order;
         errors += seen.errors;
         first_error = first_error.or(seen.first_error);
+        acks += seen.acks;
         for micros in seen.latency {
             let _ = latency.record(u64::from(micros));
         }
@@ -158,6 +172,9 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     report.figure("messages_sent", messages as f64, "messages");
     report.figure("deliveries", delivered as f64, "deliveries");
     report.figure("deliveries_per_second", delivered as f64 / window.as_secs_f64(), "deliveries/s");
+    if fanout.nonces {
+        report.figure("acks", acks as f64, "acks");
+    }
     for (name, quantile) in [("latency_p50", 0.5), ("latency_p99", 0.99), ("latency_p999", 0.999)] {
         report.figure(name, latency.value_at_quantile(quantile) as f64 / 1000.0, "ms");
     }
@@ -172,6 +189,9 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     if missing > 0 {
         report.fail(format!("{missing} deliveries missing"));
     }
+    if fanout.nonces && acks < messages {
+        report.fail(format!("{} acknowledgements missing", messages - acks));
+    }
     if errors > 0 {
         report.fail(format!("the server answered {errors} errors; the first: {}", first_error.unwrap_or_default()));
     }
@@ -184,23 +204,32 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Reads one member's frames until it has everything sent to its room once sending is over, or until
-/// `deadline`. The socket is polled first, the end of sending and the deadline only when it has nothing, and
-/// neither wakes the reader on its own before then: the tool must spend as little of the machine's CPU per
-/// delivery as it can, since the server shares it (a 50 ms check per reader cost 200,000 wake-ups a second
-/// with 10,000 members).
+/// Reads one member's frames until it has everything sent to its room once sending is over (and, given
+/// `acks_due`, an acknowledgement of each of its own sends), or until `deadline`. The socket is polled first,
+/// the end of sending and the deadline only when it has nothing, and neither wakes the reader on its own before
+/// then: the tool must spend as little of the machine's CPU per delivery as it can, since the server shares it
+/// (a 50 ms check per reader cost 200,000 wake-ups a second with 10,000 members).
 async fn read<S>(
     stream: &mut S,
     origin: Instant,
     deadline: Instant,
     all_sent: &AtomicU64,
+    acks_due: Option<Arc<AtomicU64>>,
     mut sending: watch::Receiver<bool>,
 ) -> Seen
 where
     S: Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    let mut seen =
-        Seen { deliveries: 0, latency: Vec::new(), out_of_order: 0, closed: false, errors: 0, first_error: None };
+    let mut seen = Seen {
+        deliveries: 0,
+        latency: Vec::new(),
+        out_of_order: 0,
+        closed: false,
+        errors: 0,
+        first_error: None,
+        acks: 0,
+    };
+    let acks_done = |seen: &Seen| acks_due.as_ref().is_none_or(|due| seen.acks >= due.load(Ordering::Relaxed));
     let mut last_id = 0i64;
     // Over when the flag is set, or when the tool is gone (nothing more will be sent either way).
     let over = async move {
@@ -210,7 +239,7 @@ where
     let mut deadline = pin!(tokio::time::sleep_until(deadline.into()));
     let mut sending_over = false;
     loop {
-        if sending_over && seen.deliveries >= all_sent.load(Ordering::Relaxed) {
+        if sending_over && seen.deliveries >= all_sent.load(Ordering::Relaxed) && acks_done(&seen) {
             break;
         }
         let frame = tokio::select! {
@@ -227,6 +256,10 @@ where
                 if text.starts_with(r#"{"error""#) {
                     seen.errors += 1;
                     seen.first_error.get_or_insert_with(|| text.to_string());
+                    continue;
+                }
+                if text.starts_with(r#"{"ack""#) {
+                    seen.acks += 1;
                     continue;
                 }
                 let Some((sent_at, id)) = parse(text.as_str()) else { continue };
