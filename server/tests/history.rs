@@ -9,6 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use multichat_server::db::{History, NewMessage, NewUser, Page, Stored, User, UserPatch};
+use multichat_server::error::Error;
 use multichat_server::Config;
 use serde_json::{json, Value};
 
@@ -338,6 +340,87 @@ async fn concurrent_senders_share_transactions(backend: Backend) {
     server.stop().await;
 }
 
+/// The writer stores whatever queued up in one batch: each message in it fares as it would alone.
+async fn each_message_of_a_batch_fares_on_its_own(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.open().await;
+    let account = |username: &'static str, is_staff| NewUser {
+        username,
+        username_key: username,
+        password_hash: "not a hash: nobody logs in here",
+        is_staff,
+        is_admin: false,
+    };
+    let ann = db.create_user(account("ann", false)).await.unwrap();
+    let sam = db.create_user(account("sam", true)).await.unwrap();
+    let lobby = db.create_room("Lobby", false, false).await.unwrap().id;
+    let staff = db.create_room("Staff", true, false).await.unwrap().id;
+    let fleeting = db.create_room("Fleeting", false, true).await.unwrap().id;
+    let says = |user: &User, room: i64, body: &str, nonce: Option<&str>| NewMessage {
+        room,
+        user_id: user.id,
+        username: user.username.as_str().into(),
+        body: body.into(),
+        nonce: nonce.map(Into::into),
+    };
+    let batch = [
+        says(&ann, lobby, "one", None),
+        says(&ann, staff, "not for ann", None),
+        says(&ann, 999_999, "nowhere", None),
+        says(&ann, lobby, "two", Some("n1")),
+        says(&ann, lobby, "two, retried at once", Some("n1")),
+        says(&sam, staff, "staff only", Some("n1")),
+        says(&ann, fleeting, "gone with the wind", Some("n2")),
+        says(&ann, staff, "not for ann either", Some("n3")),
+        says(&ann, lobby, "three", None),
+    ];
+    let results = db.store_batch(&batch.iter().collect::<Vec<_>>()).await.unwrap();
+
+    let stored = |result: &Result<Stored, Error>| match result {
+        Ok(Stored::New(m)) => ("new", m.room, m.id),
+        Ok(Stored::Duplicate(m)) => ("duplicate", m.room, m.id),
+        Err(Error::RoomAccessDenied) => ("denied", 0, 0),
+        Err(Error::RoomInvalid) => ("invalid", 0, 0),
+        Err(e) => panic!("unexpected {e:?}"),
+    };
+    let outcomes: Vec<_> = results.iter().map(stored).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("new", lobby, 1),
+            ("denied", 0, 0),
+            ("invalid", 0, 0),
+            ("new", lobby, 2),
+            ("duplicate", lobby, 2),
+            ("new", staff, 1),
+            ("new", fleeting, 1),
+            ("denied", 0, 0),
+            ("new", lobby, 3),
+        ],
+        "ids stay dense: a refused message takes none"
+    );
+    let texts = |history: History| history.messages.into_iter().map(|m| (m.id, m.message)).collect::<Vec<_>>();
+    let page = Page { limit: 10, ..Default::default() };
+    assert_eq!(
+        texts(db.history(lobby, page).await.unwrap()),
+        [(1, "one".to_owned()), (2, "two".to_owned()), (3, "three".to_owned())]
+    );
+    assert_eq!(texts(db.history(staff, page).await.unwrap()), [(1, "staff only".to_owned())]);
+    assert_eq!(texts(db.history(fleeting, page).await.unwrap()), [], "an ephemeral room keeps no text");
+
+    // Later batches: retries are answered with the earlier ids, also the one in the ephemeral room; a nonce
+    // of a refused message was not used up.
+    db.update_user(ann.id, &UserPatch { is_staff: Some(true), ..Default::default() }).await.unwrap();
+    let retries = [
+        says(&ann, fleeting, "gone with the wind", Some("n2")),
+        says(&ann, lobby, "two", Some("n1")),
+        says(&ann, staff, "now ann may", Some("n3")),
+    ];
+    let results = db.store_batch(&retries.iter().collect::<Vec<_>>()).await.unwrap();
+    let outcomes: Vec<_> = results.iter().map(stored).collect();
+    assert_eq!(outcomes, [("duplicate", fleeting, 1), ("duplicate", lobby, 2), ("new", staff, 2)]);
+}
+
 on_both_backends!(
     concurrent_senders_share_transactions,
     history_pages_back_and_forth_in_order,
@@ -349,4 +432,5 @@ on_both_backends!(
     a_retry_on_another_node_is_stored_once,
     retention_keeps_only_what_it_is_told_to,
     an_ephemeral_room_stores_nothing,
+    each_message_of_a_batch_fares_on_its_own,
 );

@@ -75,40 +75,10 @@ impl Db {
     pub async fn store_batch(&self, batch: &[&NewMessage]) -> Result<Vec<Result<Stored, Error>>, Error> {
         let created_at = now_ms();
         let mut tx = self.begin_write().await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for &message in batch {
-            let result = match &message.nonce {
-                None => store_one(&mut tx, self.backend, message, created_at).await,
-                // A nonce used before (a retry, here or on another node) fails the insert on its key; a
-                // savepoint keeps that from aborting the batch, and the retry is answered with the earlier id.
-                Some(nonce) => {
-                    let mut savepoint = tx.begin().await?;
-                    match store_one(&mut savepoint, self.backend, message, created_at).await {
-                        Ok(stored) => {
-                            savepoint.commit().await?;
-                            Ok(stored)
-                        }
-                        Err(e) => {
-                            savepoint.rollback().await?;
-                            // A retry is answered with the earlier message, also if the author may no longer
-                            // write there or the room is gone: it was stored when they could.
-                            let maybe_retry = match &e {
-                                Error::Database(db) => is_unique_violation(db),
-                                Error::RoomAccessDenied | Error::RoomInvalid => true,
-                                _ => false,
-                            };
-                            let earlier =
-                                if maybe_retry { nonce_lookup(&mut tx, message.user_id, nonce).await? } else { None };
-                            earlier.map(Stored::Duplicate).ok_or(e)
-                        }
-                    }
-                }
-            };
-            match result {
-                Err(Error::Database(e)) => return Err(Error::Database(e)),
-                other => results.push(other),
-            }
-        }
+        let results = match self.backend {
+            Backend::Sqlite => store_sqlite(&mut tx, batch, created_at).await?,
+            Backend::Postgres => store_postgres(&mut tx, batch, created_at).await?,
+        };
         tx.commit().await?;
         Ok(results)
     }
@@ -186,49 +156,150 @@ impl Db {
     }
 }
 
-/// The condition on a `rooms` row under which author `$2` may write there: checked in the statement that
-/// advances the counter, so that a just-demoted author is refused.
+/// The condition on a `rooms` row under which `$author` may write there: checked in the statement that
+/// advances the counter (or remembers the nonce), so that a just-demoted author is refused.
 macro_rules! may_write {
-    () => {
-        "(NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = $2 AND is_staff AND is_active))"
+    ($author:literal) => {
+        concat!("(NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = ", $author, " AND is_staff AND is_active))")
     };
 }
 
-/// Advances the room's counter if the author may write there (returning it), and stores the message under it
-/// unless the room is ephemeral. SQLite has no data-modifying CTE: two statements in one command, the insert
-/// reading the counter the update just set, and only if it set one (`changes()`).
-const STORE_SQLITE: &str = concat!(
-    "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
-    may_write!(),
-    " RETURNING last_message_id; \
-     INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
-     SELECT id, last_message_id, $2, $3, $4, $5 FROM rooms WHERE id = $1 AND NOT ephemeral AND changes() = 1",
-);
-/// The same, and the nonce `$6` remembered, also in an ephemeral room (where `changes()` is 0 by then, hence
-/// the condition again).
-const STORE_SQLITE_NONCE: &str = concat!(
-    "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
-    may_write!(),
-    " RETURNING last_message_id; \
-     INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
-     SELECT id, last_message_id, $2, $3, $4, $5 FROM rooms WHERE id = $1 AND NOT ephemeral AND changes() = 1; \
-     INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) \
-     SELECT $2, $6, id, last_message_id, $5 FROM rooms WHERE id = $1 AND ",
-    may_write!(),
-);
-/// [`STORE_SQLITE`] for Postgres, as one statement.
+/// Stores a batch on SQLite in ONE command (see [`sqlite_batch`]): every command is a round trip to the
+/// connection's worker thread, which on a busy machine waits its turn for a core (about 1 ms each under the
+/// 1 × 1,000 benchmark), so a command per message made the writer's batches slow, and everything queued behind
+/// them late. The rare refused message or retried nonce costs a look-up afterwards.
+async fn store_sqlite(
+    conn: &mut AnyConnection,
+    batch: &[&NewMessage],
+    created_at: i64,
+) -> Result<Vec<Result<Stored, Error>>, Error> {
+    let sql = sqlite_batch(batch);
+    let mut query = sqlx::query(&sql).bind(created_at);
+    for message in batch {
+        query = query.bind(message.room).bind(message.user_id).bind(&*message.username).bind(&message.body);
+        if let Some(nonce) = &message.nonce {
+            query = query.bind(nonce);
+        }
+    }
+    // Small batches recur (the same shapes under steady load) and are worth a prepared statement; large ones
+    // would only push others out of the connection's statement cache.
+    let rows = query.persistent(batch.len() <= 8).fetch_all(&mut *conn).await?;
+    let mut ids = vec![None; batch.len()];
+    for row in &rows {
+        let slot: i64 = row.try_get("slot")?;
+        if let Some(id) = usize::try_from(slot).ok().and_then(|slot| ids.get_mut(slot)) {
+            *id = Some(row.try_get::<i64, _>("last_message_id")?);
+        }
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for (message, id) in batch.iter().zip(ids) {
+        results.push(match id {
+            Some(id) => Ok(Stored::New(StoredMessage { room: message.room, id, created_at })),
+            None => not_stored(conn, message).await?,
+        });
+    }
+    Ok(results)
+}
+
+/// The SQL of [`store_sqlite`]: `$1` is the batch's time, then each message's room, author, username, body
+/// and (if it has one) nonce. Per message: the nonce first, remembered only if new and the author may write
+/// there (`ON CONFLICT DO NOTHING`); then the room's counter advanced if the nonce was (`changes() = 1`), or
+/// without a nonce if the author may write there, returning the new id with the message's place in the batch
+/// (`slot`); then the message stored under that id unless the room is ephemeral, if the counter moved.
+/// SQLite has no data-modifying CTE; each statement reads what the one before it did through `changes()`.
+fn sqlite_batch(batch: &[&NewMessage]) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(batch.len() * 640);
+    let mut next = 2;
+    for (slot, message) in batch.iter().enumerate() {
+        let (room, author, name, body) = (next, next + 1, next + 2, next + 3);
+        next += 4;
+        let allowed = if message.nonce.is_some() {
+            let nonce = next;
+            next += 1;
+            let _ = write!(
+                sql,
+                concat!(
+                    "INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) ",
+                    "SELECT ${author}, ${nonce}, id, last_message_id + 1, $1 FROM rooms WHERE id = ${room} AND ",
+                    may_write!("${author}"),
+                    " ON CONFLICT DO NOTHING; "
+                ),
+                author = author,
+                nonce = nonce,
+                room = room,
+            );
+            "changes() = 1".to_owned()
+        } else {
+            format!(may_write!("${author}"), author = author)
+        };
+        let _ = write!(
+            sql,
+            "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = ${room} AND {allowed} \
+             RETURNING last_message_id, {slot} AS slot; \
+             INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
+             SELECT id, last_message_id, ${author}, ${name}, ${body}, $1 FROM rooms \
+             WHERE id = ${room} AND NOT ephemeral AND changes() = 1; "
+        );
+    }
+    sql
+}
+
+/// Stores a batch on Postgres, a statement per message (see [`STORE_POSTGRES`]).
+async fn store_postgres(
+    conn: &mut AnyConnection,
+    batch: &[&NewMessage],
+    created_at: i64,
+) -> Result<Vec<Result<Stored, Error>>, Error> {
+    let mut results = Vec::with_capacity(batch.len());
+    for &message in batch {
+        let result = match &message.nonce {
+            None => store_one_postgres(conn, message, created_at).await,
+            // A nonce used before (a retry, here or on another node) fails the insert on its key; a savepoint
+            // keeps that from aborting the batch, and the retry is answered with the earlier id.
+            Some(nonce) => {
+                let mut savepoint = conn.begin().await?;
+                match store_one_postgres(&mut savepoint, message, created_at).await {
+                    Ok(stored) => {
+                        savepoint.commit().await?;
+                        Ok(stored)
+                    }
+                    Err(Error::Database(e)) if is_unique_violation(&e) => {
+                        savepoint.rollback().await?;
+                        nonce_lookup(conn, message.user_id, nonce)
+                            .await?
+                            .map(Stored::Duplicate)
+                            .ok_or(Error::Database(e))
+                    }
+                    Err(e) => {
+                        savepoint.rollback().await?;
+                        Err(e)
+                    }
+                }
+            }
+        };
+        match result {
+            Err(Error::Database(e)) => return Err(Error::Database(e)),
+            other => results.push(other),
+        }
+    }
+    Ok(results)
+}
+
+/// Advances the room's counter if the author `$2` may write there (returning it), and stores the message under
+/// it unless the room is ephemeral: one statement.
 const STORE_POSTGRES: &str = concat!(
     "WITH bumped AS (UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
-    may_write!(),
+    may_write!("$2"),
     " RETURNING id, last_message_id, ephemeral), \
      stored AS (INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
      SELECT id, last_message_id, $2, $3, $4, $5 FROM bumped WHERE NOT ephemeral) \
      SELECT last_message_id FROM bumped",
 );
-/// [`STORE_SQLITE_NONCE`] for Postgres, as one statement.
+/// The same, and the nonce `$6` remembered (also in an ephemeral room).
 const STORE_POSTGRES_NONCE: &str = concat!(
     "WITH bumped AS (UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = $1 AND ",
-    may_write!(),
+    may_write!("$2"),
     " RETURNING id, last_message_id, ephemeral), \
      stored AS (INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
      SELECT id, last_message_id, $2, $3, $4, $5 FROM bumped WHERE NOT ephemeral), \
@@ -237,22 +308,11 @@ const STORE_POSTGRES_NONCE: &str = concat!(
      SELECT last_message_id FROM bumped",
 );
 
-/// Stores one message inside the batch's transaction: one command, a round trip (to SQLite's worker thread,
-/// or to Postgres) that under load waits its turn for a core. A nonce already used fails it with a unique
-/// violation, which the caller answers (see [`Db::store_batch`]): retries are rare, so they pay, not every
-/// message.
-async fn store_one(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    message: &NewMessage,
-    created_at: i64,
-) -> Result<Stored, Error> {
-    let sql = match (backend, message.nonce.is_some()) {
-        (Backend::Sqlite, false) => STORE_SQLITE,
-        (Backend::Sqlite, true) => STORE_SQLITE_NONCE,
-        (Backend::Postgres, false) => STORE_POSTGRES,
-        (Backend::Postgres, true) => STORE_POSTGRES_NONCE,
-    };
+/// Stores one message inside the batch's transaction on Postgres: one statement, one round trip. A nonce
+/// already used fails it with a unique violation, which the caller answers: retries are rare, so they pay,
+/// not every message.
+async fn store_one_postgres(conn: &mut AnyConnection, message: &NewMessage, created_at: i64) -> Result<Stored, Error> {
+    let sql = if message.nonce.is_some() { STORE_POSTGRES_NONCE } else { STORE_POSTGRES };
     let mut query = sqlx::query(sql)
         .bind(message.room)
         .bind(message.user_id)
@@ -262,14 +322,24 @@ async fn store_one(
     if let Some(nonce) = &message.nonce {
         query = query.bind(nonce);
     }
-    let rows = query.fetch_all(&mut *conn).await?;
-    let Some(row) = rows.first() else {
-        let exists =
-            sqlx::query("SELECT 1 FROM rooms WHERE id = $1").bind(message.room).fetch_optional(&mut *conn).await?;
-        return Err(if exists.is_some() { Error::RoomAccessDenied } else { Error::RoomInvalid });
-    };
-    let id: i64 = row.try_get("last_message_id")?;
-    Ok(Stored::New(StoredMessage { room: message.room, id, created_at }))
+    match query.fetch_all(&mut *conn).await?.first() {
+        Some(row) => {
+            Ok(Stored::New(StoredMessage { room: message.room, id: row.try_get("last_message_id")?, created_at }))
+        }
+        None => not_stored(conn, message).await?,
+    }
+}
+
+/// Why a message of a batch was not stored: a retry of a nonce (answered with the earlier message, also if the
+/// author may no longer write there: it was stored when they could), or a room that is gone or not theirs.
+async fn not_stored(conn: &mut AnyConnection, message: &NewMessage) -> Result<Result<Stored, Error>, Error> {
+    if let Some(nonce) = &message.nonce {
+        if let Some(earlier) = nonce_lookup(conn, message.user_id, nonce).await? {
+            return Ok(Ok(Stored::Duplicate(earlier)));
+        }
+    }
+    let exists = sqlx::query("SELECT 1 FROM rooms WHERE id = $1").bind(message.room).fetch_optional(&mut *conn).await?;
+    Ok(Err(if exists.is_some() { Error::RoomAccessDenied } else { Error::RoomInvalid }))
 }
 
 async fn nonce_lookup(conn: &mut AnyConnection, user_id: i64, nonce: &str) -> Result<Option<StoredMessage>, Error> {
