@@ -98,7 +98,7 @@ impl Future for Outcome {
 }
 
 /// Runs `task` to its end on a new thread with a single-threaded runtime; on the current runtime if the
-/// system will not give a thread.
+/// system will not give a thread (the task goes to the thread over a channel, so that it is still here then).
 fn spawn_on_own_thread(task: impl Future<Output = ()> + Send + 'static) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
