@@ -1,12 +1,16 @@
 //! `fanout`: senders talk at a fixed rate into rooms of `members` sockets each; every socket reads. Deliveries
 //! per second, end-to-end latency (each message carries the time it was sent), the server's CPU, and whether
 //! every member got every message, in order.
+//!
+//! The latency is also split at the server's own stamp (`ts`, the time it gives a message: MultiChat as it
+//! stores it, the baseline as it publishes it), to tell the time a message took to reach the server and be
+//! taken up from the time it took from there to every member.
 
 use std::any::Any;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{stream, SinkExt, Stream, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
@@ -44,6 +48,8 @@ struct Seen {
     /// Each delivery's latency in µs. A plain list, merged into one histogram at the end: a histogram per member
     /// (128 KiB at three significant digits) cost 1.3 GB with 10,000 members, allocated as the run began.
     latency: Vec<u32>,
+    /// Of each delivery's latency, the part after the server's stamp, in µs (same order as `latency`).
+    after_stamp: Vec<u32>,
     out_of_order: u64,
     closed: bool,
     /// Error frames (a refused send, say), and the first of them.
@@ -82,6 +88,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
         .await?;
 
     let origin = Instant::now();
+    let clock = Clock::starting_now(origin);
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..fanout.rooms).map(|_| AtomicU64::new(0)).collect());
     let mut readers = Vec::with_capacity(sockets);
     let mut sending = Vec::with_capacity(senders);
@@ -97,7 +104,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
             // A member that only reads keeps its socket whole (no lock shared with a writing half).
             readers.push(tokio::spawn(async move {
                 let mut socket = socket;
-                let seen = read(&mut socket, origin, deadline, &all_sent[room_index], None, over).await;
+                let seen = read(&mut socket, clock, deadline, &all_sent[room_index], None, over).await;
                 (room_index, seen, Box::new(socket) as Box<dyn Any + Send>)
             }));
             continue;
@@ -107,7 +114,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
         let own_sent = Arc::new(AtomicU64::new(0));
         let acks_due = fanout.nonces.then(|| own_sent.clone());
         readers.push(tokio::spawn(async move {
-            let seen = read(&mut stream, origin, deadline, &all_sent[room_index], acks_due, over).await;
+            let seen = read(&mut stream, clock, deadline, &all_sent[room_index], acks_due, over).await;
             (room_index, seen, Box::new(stream) as Box<dyn Any + Send>)
         }));
         let (sent, in_step, nonces) = (sent.clone(), fanout.in_step, fanout.nonces);
@@ -147,7 +154,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
     let (cpu_after, own_cpu_after) = (target.cpu(), cpu_of("/proc/self/stat"));
     done.send_replace(true);
 
-    let mut latency = histogram();
+    let (mut latency, mut before_stamp, mut after_stamp) = (histogram(), histogram(), histogram());
     let (mut delivered, mut missing, mut closed, mut out_of_order) = (0u64, 0u64, 0usize, 0u64);
     let (mut errors, mut first_error, mut acks) = (0u64, None, 0u64);
     let mut open = Vec::with_capacity(readers.len());
@@ -163,8 +170,10 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
         errors += seen.errors;
         first_error = first_error.or(seen.first_error);
         acks += seen.acks;
-        for micros in seen.latency {
-            let _ = latency.record(u64::from(micros));
+        for (&total, &after) in seen.latency.iter().zip(&seen.after_stamp) {
+            let _ = latency.record(u64::from(total));
+            let _ = after_stamp.record(u64::from(after));
+            let _ = before_stamp.record(u64::from(total.saturating_sub(after).max(1)));
         }
     }
     drop((sinks, open));
@@ -179,6 +188,13 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
         report.figure(name, latency.value_at_quantile(quantile) as f64 / 1000.0, "ms");
     }
     report.figure("latency_max", latency.max() as f64 / 1000.0, "ms");
+    if !after_stamp.is_empty() {
+        let quantiles = [("before_stamp_p50", &before_stamp, 0.5), ("before_stamp_p99", &before_stamp, 0.99)];
+        let after = [("after_stamp_p50", &after_stamp, 0.5), ("after_stamp_p99", &after_stamp, 0.99)];
+        for (name, histogram, quantile) in quantiles.into_iter().chain(after) {
+            report.figure(name, histogram.value_at_quantile(quantile) as f64 / 1000.0, "ms");
+        }
+    }
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         report.figure("server_cpu", (after - before).as_secs_f64() / window.as_secs_f64() * 100.0, "% of one core");
     }
@@ -211,7 +227,7 @@ pub async fn run(target: &Target, fanout: Fanout) -> anyhow::Result<Report> {
 /// (a 50 ms check per reader cost 200,000 wake-ups a second with 10,000 members).
 async fn read<S>(
     stream: &mut S,
-    origin: Instant,
+    clock: Clock,
     deadline: Instant,
     all_sent: &AtomicU64,
     acks_due: Option<Arc<AtomicU64>>,
@@ -223,6 +239,7 @@ where
     let mut seen = Seen {
         deliveries: 0,
         latency: Vec::new(),
+        after_stamp: Vec::new(),
         out_of_order: 0,
         closed: false,
         errors: 0,
@@ -262,9 +279,11 @@ where
                     seen.acks += 1;
                     continue;
                 }
-                let Some((sent_at, id)) = parse(text.as_str()) else { continue };
-                let now = origin.elapsed().as_micros() as u64;
+                let Some(Delivered { sent_at, id, stamped_at }) = parse(text.as_str()) else { continue };
+                let now = clock.origin.elapsed().as_micros() as u64;
                 seen.latency.push(now.saturating_sub(sent_at).clamp(1, u64::from(u32::MAX)) as u32);
+                let after = now.saturating_sub(clock.since_origin(stamped_at));
+                seen.after_stamp.push(after.clamp(1, u64::from(u32::MAX)) as u32);
                 seen.deliveries += 1;
                 if id <= last_id {
                     seen.out_of_order += 1;
@@ -304,17 +323,50 @@ pub fn body(sent_at_us: u64, sender: usize, seq: u64) -> String {
     body
 }
 
-/// The send time and id of a message frame, found without parsing the whole JSON (the load tool must keep
+/// The run's origin on both clocks: the tool's (`Instant`, for sends and receipts) and the wall clock's (for
+/// the server's stamps, in milliseconds since 1970).
+#[derive(Clone, Copy)]
+struct Clock {
+    origin: Instant,
+    origin_unix_us: u64,
+}
+
+impl Clock {
+    fn starting_now(origin: Instant) -> Clock {
+        let origin_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        Clock { origin, origin_unix_us }
+    }
+
+    /// A server stamp (ms since 1970) in µs since the origin, at the middle of its millisecond: a stamp is
+    /// truncated to the millisecond, on average half a millisecond early.
+    fn since_origin(&self, stamped_at_ms: i64) -> u64 {
+        (stamped_at_ms.max(0) as u64 * 1000 + 500).saturating_sub(self.origin_unix_us)
+    }
+}
+
+/// What the tool reads of a message frame.
+#[derive(Debug, PartialEq)]
+pub struct Delivered {
+    /// When it was sent, in µs since the run began (from the body).
+    pub sent_at: u64,
+    pub id: i64,
+    /// The server's stamp (`ts`), in ms since 1970.
+    pub stamped_at: i64,
+}
+
+/// A message frame's send time, id and stamp, found without parsing the whole JSON (the load tool must keep
 /// up with the server); `None` for any other frame.
-pub fn parse(frame: &str) -> Option<(u64, i64)> {
+pub fn parse(frame: &str) -> Option<Delivered> {
     if !frame.starts_with(r#"{"msg_type":0"#) {
         return None;
     }
     let at = frame.find(r#""message":""#)? + r#""message":""#.len();
     let sent_at = frame.get(at..at + 16)?.parse().ok()?;
-    let id_at = frame.rfind(r#""id":"#)? + r#""id":"#.len();
-    let id = frame[id_at..].split([',', '}']).next()?.parse().ok()?;
-    Some((sent_at, id))
+    let number_after = |key: &str| -> Option<i64> {
+        let at = frame.rfind(key)? + key.len();
+        frame[at..].split([',', '}']).next()?.parse().ok()
+    };
+    Some(Delivered { sent_at, id: number_after(r#""id":"#)?, stamped_at: number_after(r#""ts":"#)? })
 }
 
 #[cfg(test)]
@@ -334,7 +386,14 @@ mod tests {
         let message = body(1234, 7, 42);
         assert_eq!(message.len(), BODY_BYTES);
         let frame = format!(r#"{{"msg_type":0,"room":3,"username":"b","message":"{message}","id":17,"ts":99}}"#);
-        assert_eq!(parse(&frame), Some((1234, 17)));
+        assert_eq!(parse(&frame), Some(Delivered { sent_at: 1234, id: 17, stamped_at: 99 }));
         assert_eq!(parse(r#"{"msg_type":4,"room":3,"username":"b"}"#), None);
+    }
+
+    #[test]
+    fn a_server_stamp_is_placed_on_the_run_clock_at_the_middle_of_its_millisecond() {
+        let clock = Clock { origin: Instant::now(), origin_unix_us: 1_700_000_000_123_400 };
+        assert_eq!(clock.since_origin(1_700_000_000_125), 2_100);
+        assert_eq!(clock.since_origin(1_700_000_000_100), 0, "a stamp from before the run is at its start");
     }
 }
