@@ -33,6 +33,9 @@ pub enum Error {
     LastAdmin,
     #[error("the database is unavailable")]
     Database(#[from] sqlx::Error),
+    /// The embedded database, where messages are stored without sqlx (see `db::sqlite_direct`).
+    #[error("the database is unavailable")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("password hashing failed")]
     Hashing,
     #[error("the server is busy; try again")]
@@ -54,7 +57,7 @@ impl Error {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::UsernameTaken | Error::SetupClosed | Error::LastAdmin => StatusCode::CONFLICT,
             Error::NotFound | Error::RoomInvalid => StatusCode::NOT_FOUND,
-            Error::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) | Error::Sqlite(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Hashing | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Busy | Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -64,6 +67,7 @@ impl Error {
     pub fn log_if_internal(&self) {
         match self {
             Error::Database(cause) => tracing::error!(cause = %cause, "database error"),
+            Error::Sqlite(cause) => tracing::error!(cause = %cause, "database error"),
             Error::Hashing => tracing::error!("password hashing failed"),
             _ => {}
         }

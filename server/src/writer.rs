@@ -50,9 +50,9 @@ impl Writer {
     ///
     /// Publishing a message wakes a task per member, and on the shared runtime the writer's next wake-up (the
     /// database's answer) queued behind all of them: in the 1 × 1,000 benchmark a batch took 4 ms to store
-    /// (p50), nearly all of it waiting for a turn, and on its own thread 0.2 ms. Only on SQLite, whose
-    /// connections need nothing of a Tokio runtime (each is a thread of its own): a Postgres connection opened
-    /// there would belong to this thread's runtime, and fail once it is gone.
+    /// (p50), nearly all of it waiting for a turn, and on its own thread 0.2 ms. There it also runs SQLite
+    /// itself, without a hand-off per statement (see `db/sqlite_direct.rs`). Only on SQLite: a Postgres
+    /// connection opened there would belong to this thread's runtime, and fail once it is gone.
     pub fn spawn(db: Db, hub: Arc<Hub>) -> Writer {
         let (queue, pending) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::{Acquire, AnyConnection, Row};
 
-use super::{is_unique_violation, now_ms, Backend, Db};
+use super::{is_unique_violation, now_ms, Db};
 use crate::error::Error;
 
 /// A message a user sent, waiting to be stored.
@@ -70,15 +70,19 @@ impl Db {
     /// message ([`Error::RoomInvalid`], [`Error::RoomAccessDenied`]) does not affect the others; a database
     /// failure fails the whole batch, and then nothing of it was stored.
     ///
-    /// Each message advances its room's counter in the command that also checks the author's current
-    /// staff rights, so ids are dense and a just-demoted author is refused.
+    /// Each message advances its room's counter in the statement that also checks the author's current
+    /// staff rights (or remembers its nonce), so ids are dense and a just-demoted author is refused.
+    ///
+    /// On SQLite the batch is stored on the calling thread, which it blocks meanwhile (a fraction of a
+    /// millisecond, or the busy timeout if another process holds the write lock): the message writer has a
+    /// thread of its own for it (see `db/sqlite_direct.rs`).
     pub async fn store_batch(&self, batch: &[&NewMessage]) -> Result<Vec<Result<Stored, Error>>, Error> {
         let created_at = now_ms();
+        if let Some(direct) = &self.sqlite_direct {
+            return direct.store_batch(batch, created_at);
+        }
         let mut tx = self.begin_write().await?;
-        let results = match self.backend {
-            Backend::Sqlite => store_sqlite(&mut tx, batch, created_at).await?,
-            Backend::Postgres => store_postgres(&mut tx, batch, created_at).await?,
-        };
+        let results = store_postgres(&mut tx, batch, created_at).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -154,97 +158,6 @@ impl Db {
         sqlx::query("DELETE FROM message_nonces WHERE created_at < $1").bind(nonce_cutoff).execute(&self.pool).await?;
         Ok(deleted)
     }
-}
-
-/// The condition on a `rooms` row under which `$author` may write there: checked in the statement that
-/// advances the counter (or remembers the nonce), so that a just-demoted author is refused.
-macro_rules! may_write {
-    ($author:literal) => {
-        concat!("(NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = ", $author, " AND is_staff AND is_active))")
-    };
-}
-
-/// Stores a batch on SQLite in ONE command (see [`sqlite_batch`]): every command is a round trip to the
-/// connection's worker thread and back, so that storing a batch costs the same few hand-offs whatever its size.
-/// The rare refused message or retried nonce costs a look-up afterwards.
-async fn store_sqlite(
-    conn: &mut AnyConnection,
-    batch: &[&NewMessage],
-    created_at: i64,
-) -> Result<Vec<Result<Stored, Error>>, Error> {
-    let sql = sqlite_batch(batch);
-    let mut query = sqlx::query(&sql).bind(created_at);
-    for message in batch {
-        query = query.bind(message.room).bind(message.user_id).bind(&*message.username).bind(&message.body);
-        if let Some(nonce) = &message.nonce {
-            query = query.bind(nonce);
-        }
-    }
-    // Small batches recur (the same shapes under steady load) and are worth a prepared statement; large ones
-    // would only push others out of the connection's statement cache.
-    let rows = query.persistent(batch.len() <= 8).fetch_all(&mut *conn).await?;
-    let mut ids = vec![None; batch.len()];
-    for row in &rows {
-        let slot: i64 = row.try_get("slot")?;
-        if let Some(id) = usize::try_from(slot).ok().and_then(|slot| ids.get_mut(slot)) {
-            *id = Some(row.try_get::<i64, _>("last_message_id")?);
-        }
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    for (message, id) in batch.iter().zip(ids) {
-        results.push(match id {
-            Some(id) => Ok(Stored::New(StoredMessage { room: message.room, id, created_at })),
-            None => not_stored(conn, message).await?,
-        });
-    }
-    Ok(results)
-}
-
-/// The SQL of [`store_sqlite`]: `$1` is the batch's time, then each message's room, author, username, body
-/// and (if it has one) nonce. Per message: the nonce first, remembered only if new and the author may write
-/// there (`ON CONFLICT DO NOTHING`); then the room's counter advanced if the nonce was (`changes() = 1`), or
-/// without a nonce if the author may write there, returning the new id with the message's place in the batch
-/// (`slot`); then the message stored under that id unless the room is ephemeral, if the counter moved.
-/// SQLite has no data-modifying CTE; each statement reads what the one before it did through `changes()`.
-fn sqlite_batch(batch: &[&NewMessage]) -> String {
-    use std::fmt::Write;
-    let mut sql = String::with_capacity(batch.len() * 640);
-    let mut next = 2;
-    for (slot, message) in batch.iter().enumerate() {
-        let (room, author, name, body) = (next, next + 1, next + 2, next + 3);
-        next += 4;
-        // With a nonce, the counter moves only if the nonce was new and the author may write there.
-        if message.nonce.is_some() {
-            let nonce = next;
-            next += 1;
-            let _ = write!(
-                sql,
-                concat!(
-                    "INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) ",
-                    "SELECT ${author}, ${nonce}, id, last_message_id + 1, $1 FROM rooms WHERE id = ${room} AND ",
-                    may_write!("${author}"),
-                    " ON CONFLICT DO NOTHING; "
-                ),
-                author = author,
-                nonce = nonce,
-                room = room,
-            );
-        }
-        let _ = write!(sql, "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = ${room} AND ");
-        let _ = if message.nonce.is_some() {
-            sql.write_str("changes() = 1")
-        } else {
-            write!(sql, may_write!("${author}"), author = author)
-        };
-        let _ = write!(
-            sql,
-            " RETURNING last_message_id, {slot} AS slot; \
-             INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
-             SELECT id, last_message_id, ${author}, ${name}, ${body}, $1 FROM rooms \
-             WHERE id = ${room} AND NOT ephemeral AND changes() = 1; "
-        );
-    }
-    sql
 }
 
 /// Stores a batch on Postgres, a statement per message (see [`STORE_POSTGRES`]).
@@ -332,8 +245,8 @@ async fn store_one_postgres(conn: &mut AnyConnection, message: &NewMessage, crea
     }
 }
 
-/// Why a message of a batch was not stored: a retry of a nonce (answered with the earlier message, also if the
-/// author may no longer write there: it was stored when they could), or a room that is gone or not theirs.
+/// Why a message was not stored: a retry of a nonce (answered with the earlier message, also if the author may
+/// no longer write there: it was stored when they could), or a room that is gone or not theirs.
 async fn not_stored(conn: &mut AnyConnection, message: &NewMessage) -> Result<Result<Stored, Error>, Error> {
     if let Some(nonce) = &message.nonce {
         if let Some(earlier) = nonce_lookup(conn, message.user_id, nonce).await? {

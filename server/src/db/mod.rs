@@ -1,11 +1,21 @@
 //! Storage: one `sqlx::Any` pool that is either the embedded SQLite file or a Postgres server.
 //!
 //! The queries are written once, in SQL both backends accept (`$N` parameters, `RETURNING`, booleans,
-//! times as Unix milliseconds); only the migrations differ, one folder per backend.
+//! times as Unix milliseconds); only the migrations differ, one folder per backend. One exception: on SQLite
+//! the message writer stores messages through a connection of its own, without sqlx ([`sqlite_direct`]).
+
+/// The condition on a `rooms` row under which `$author` may write there: checked in the statement that
+/// advances the counter (or remembers the nonce), so that a just-demoted author is refused.
+macro_rules! may_write {
+    ($author:literal) => {
+        concat!("(NOT staff_only OR EXISTS (SELECT 1 FROM users WHERE id = ", $author, " AND is_staff AND is_active))")
+    };
+}
 
 mod messages;
 mod rooms;
 mod sessions;
+mod sqlite_direct;
 mod users;
 
 pub use messages::{History, Message, NewMessage, Page, Stored, StoredMessage};
@@ -13,11 +23,15 @@ pub use rooms::{Room, RoomPatch};
 pub use users::{NewUser, User, UserPatch};
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, ConnectOptions, Executor};
+
+use sqlite_direct::SqliteDirect;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -63,6 +77,8 @@ pub fn is_unreachable(err: &sqlx::Error) -> bool {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// On SQLite, the connection that stores messages (see [`sqlite_direct`]).
+    sqlite_direct: Option<Arc<SqliteDirect>>,
 }
 
 impl Db {
@@ -83,6 +99,13 @@ impl Db {
             return Err(sqlx::Error::Configuration("DATABASE_URL must start with sqlite: or postgres:".into()));
         };
         let options: AnyConnectOptions = url.parse::<AnyConnectOptions>()?.disable_statement_logging();
+        let sqlite_direct = match backend {
+            Backend::Sqlite => {
+                let file = url.parse::<SqliteConnectOptions>()?.get_filename().to_owned();
+                Some(Arc::new(SqliteDirect::new(file)))
+            }
+            Backend::Postgres => None,
+        };
         let max_connections = pool.max_connections.unwrap_or(match backend {
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
@@ -91,8 +114,8 @@ impl Db {
             .max_connections(max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout)
             // sqlx pings a connection before every hand-out by default. An embedded SQLite connection cannot
-            // go stale, and for it the ping is one more trip to its worker thread per query (five instead of
-            // four per stored message); a Postgres connection can die with its server, so it is still tested.
+            // go stale, and for it the ping is one more trip to its worker thread per query; a Postgres
+            // connection can die with its server, so it is still tested.
             .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -105,7 +128,7 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Db { pool, backend })
+        Ok(Db { pool, backend, sqlite_direct })
     }
 
     /// Opens (creating if needed) the embedded database file inside `data_dir`.
@@ -145,6 +168,9 @@ impl Db {
 
     /// Closes every pooled connection; pending queries finish first.
     pub async fn close(&self) {
+        if let Some(direct) = &self.sqlite_direct {
+            direct.close();
+        }
         self.pool.close().await;
     }
 }

@@ -1,0 +1,151 @@
+//! Storing messages in the embedded SQLite file directly (rusqlite), on the calling thread.
+//!
+//! Through sqlx every statement is a hand-off to the connection's worker thread and back, and under full load
+//! each hand-off waited its turn for a core: in the 1 × 1,000 benchmark at 500k deliveries/s the same server
+//! with storage replaced by ids counted in memory delivered several ms sooner (docs/performance.md). The
+//! message writer has a thread of its own, so it runs SQLite there itself: a batch is a few function calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{NewMessage, Stored, StoredMessage};
+use crate::error::Error;
+
+/// The nonce remembered if new and the author `?1` may write in room `?3`, under the id the message will get.
+const REMEMBER_NONCE: &str = concat!(
+    "INSERT INTO message_nonces (user_id, nonce, room_id, message_id, created_at) ",
+    "SELECT ?1, ?2, id, last_message_id + 1, ?4 FROM rooms WHERE id = ?3 AND ",
+    may_write!("?1"),
+    " ON CONFLICT DO NOTHING"
+);
+/// The room's counter advanced (its nonce, remembered just before, vouched for the author's rights).
+const BUMP: &str = "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = ?1 \
+                    RETURNING last_message_id, ephemeral";
+/// The room's counter advanced if the author `?2` may write there.
+const BUMP_IF_ALLOWED: &str = concat!(
+    "UPDATE rooms SET last_message_id = last_message_id + 1 WHERE id = ?1 AND ",
+    may_write!("?2"),
+    " RETURNING last_message_id, ephemeral"
+);
+const INSERT: &str = "INSERT INTO messages (room_id, id, user_id, username, body, created_at) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const NONCE_LOOKUP: &str =
+    "SELECT room_id, message_id, created_at FROM message_nonces WHERE user_id = ?1 AND nonce = ?2";
+
+/// A connection of its own to the database file, opened on first use (a file that cannot be opened then is
+/// a failed batch, not a failed start) and kept until the [`super::Db`] is closed.
+#[derive(Debug)]
+pub(super) struct SqliteDirect {
+    path: PathBuf,
+    conn: Mutex<Slot>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    NotYetOpen,
+    Open(Connection),
+    /// Closed with the pool: every batch fails from now on, as every query through the pool does.
+    Closed,
+}
+
+impl SqliteDirect {
+    pub(super) fn new(path: PathBuf) -> SqliteDirect {
+        SqliteDirect { path, conn: Mutex::new(Slot::NotYetOpen) }
+    }
+
+    /// Stores `batch` in one transaction (see [`super::Db::store_batch`]), blocking the calling thread meanwhile.
+    pub(super) fn store_batch(
+        &self,
+        batch: &[&NewMessage],
+        created_at: i64,
+    ) -> Result<Vec<Result<Stored, Error>>, Error> {
+        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Slot::NotYetOpen = *slot {
+            *slot = Slot::Open(open(&self.path)?);
+        }
+        let Slot::Open(conn) = &mut *slot else { return Err(Error::Database(sqlx::Error::PoolClosed)) };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for message in batch {
+            results.push(store_one(&tx, message, created_at)?);
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    /// Closes the connection for good.
+    pub(super) fn close(&self) {
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Slot::Closed;
+    }
+}
+
+/// Opens the file the pool created and migrated, with the pool's settings (see [`super::Db::connect_with`]).
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Stores one message of a batch: the nonce (if any), the counter, then the text unless the room is ephemeral.
+/// The rights are checked in the statement that moves first, so that a just-demoted author is refused.
+fn store_one(tx: &Transaction, message: &NewMessage, created_at: i64) -> Result<Result<Stored, Error>, Error> {
+    let bumped = match &message.nonce {
+        Some(nonce) => {
+            let remembered = tx.prepare_cached(REMEMBER_NONCE)?.execute(params![
+                message.user_id,
+                nonce,
+                message.room,
+                created_at
+            ])?;
+            if remembered == 1 {
+                tx.prepare_cached(BUMP)?.query_row(params![message.room], id_and_ephemeral).optional()?
+            } else {
+                None
+            }
+        }
+        None => tx
+            .prepare_cached(BUMP_IF_ALLOWED)?
+            .query_row(params![message.room, message.user_id], id_and_ephemeral)
+            .optional()?,
+    };
+    let Some((id, ephemeral)) = bumped else { return not_stored(tx, message) };
+    if !ephemeral {
+        tx.prepare_cached(INSERT)?.execute(params![
+            message.room,
+            id,
+            message.user_id,
+            &*message.username,
+            &message.body,
+            created_at
+        ])?;
+    }
+    Ok(Ok(Stored::New(StoredMessage { room: message.room, id, created_at })))
+}
+
+fn id_and_ephemeral(row: &rusqlite::Row) -> rusqlite::Result<(i64, bool)> {
+    Ok((row.get(0)?, row.get(1)?))
+}
+
+/// Why a message was not stored: a retry of a nonce (answered with the earlier message, also if the author may
+/// no longer write there: it was stored when they could), or a room that is gone or not theirs.
+fn not_stored(tx: &Transaction, message: &NewMessage) -> Result<Result<Stored, Error>, Error> {
+    if let Some(nonce) = &message.nonce {
+        let earlier = tx
+            .prepare_cached(NONCE_LOOKUP)?
+            .query_row(params![message.user_id, nonce], |row| {
+                Ok(StoredMessage { room: row.get(0)?, id: row.get(1)?, created_at: row.get(2)? })
+            })
+            .optional()?;
+        if let Some(earlier) = earlier {
+            return Ok(Ok(Stored::Duplicate(earlier)));
+        }
+    }
+    let exists = tx.prepare_cached("SELECT 1 FROM rooms WHERE id = ?1")?.exists(params![message.room])?;
+    Ok(Err(if exists { Error::RoomAccessDenied } else { Error::RoomInvalid }))
+}
