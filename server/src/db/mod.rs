@@ -36,6 +36,10 @@ use sqlite_direct::SqliteDirect;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// How every connection to the embedded database is set up, the pool's and the message writer's alike.
+const SQLITE_SETTINGS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+
 /// The file name of the embedded database inside the data directory.
 pub const SQLITE_FILE: &str = "multichat.sqlite3";
 
@@ -120,8 +124,7 @@ impl Db {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                            .await?;
+                        conn.execute(SQLITE_SETTINGS).await?;
                     }
                     Ok(())
                 })

@@ -7,11 +7,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{NewMessage, Stored, StoredMessage};
+use super::{NewMessage, Stored, StoredMessage, SQLITE_SETTINGS};
 use crate::error::Error;
 
 /// The nonce remembered if new and the author `?1` may write in room `?3`, under the id the message will get.
@@ -82,13 +81,10 @@ impl SqliteDirect {
     }
 }
 
-/// Opens the file the pool created and migrated, with the pool's settings (see [`super::Db::connect_with`]).
+/// Opens the file the pool created and migrated, set up as the pool's connections are.
 fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(SQLITE_SETTINGS)?;
     Ok(conn)
 }
 
