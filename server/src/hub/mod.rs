@@ -87,7 +87,7 @@ impl Closer {
 
     /// Returns whether this was the first reason (the connection was not closing yet).
     pub fn close(&self, reason: CloseReason) -> bool {
-        let tell = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let tell = unpoisoned(&self.0).take();
         tell.map(|tell| tell.send(reason)).is_some()
     }
 }
@@ -107,12 +107,38 @@ pub struct Registration {
     pub frames: mpsc::Receiver<Delivery>,
     /// Resolves with the reason the server closes this connection for (see [`Closer`]).
     pub closed: oneshot::Receiver<CloseReason>,
+    /// The rooms it is in, to check a send against without the hub's lock.
+    pub joined: Joined,
     hub: Arc<Hub>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.hub.unregister(self.id);
+    }
+}
+
+/// The rooms one connection is in. The hub changes it (under its own lock); the connection's task reads it at
+/// every send, and must not wait for the hub's lock there: the lock is held while a message is sequenced, and
+/// a runtime worker blocked on it stalls every connection it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Joined(Arc<Mutex<HashSet<i64>>>);
+
+impl Joined {
+    pub fn contains(&self, room: i64) -> bool {
+        unpoisoned(&self.0).contains(&room)
+    }
+
+    fn insert(&self, room: i64) -> bool {
+        unpoisoned(&self.0).insert(room)
+    }
+
+    fn remove(&self, room: i64) -> bool {
+        unpoisoned(&self.0).remove(&room)
+    }
+
+    fn all(&self) -> Vec<i64> {
+        unpoisoned(&self.0).iter().copied().collect()
     }
 }
 
@@ -184,7 +210,7 @@ struct Conn {
     session: Arc<str>,
     is_staff: bool,
     outlet: Outlet,
-    rooms: HashSet<i64>,
+    rooms: Joined,
 }
 
 /// Where a connection's frames go, and how to close it when they cannot.
@@ -197,8 +223,21 @@ struct Outlet {
 struct Members {
     staff_only: bool,
     order: Order,
-    /// Each member connection's outlet, so that a room's fan-out needs no lookup per member.
-    conns: HashMap<ConnId, Outlet>,
+    seats: Seats,
+}
+
+/// Each of a room's member connections here, with its outlet (so that a fan-out needs no lookup per member),
+/// behind a lock of the room's own. The hub's lock is not held while a message is pushed to a thousand queues
+/// (see [`Hub::publish_message`]): the room's is taken while the hub's is still held, so that each room's
+/// frames go out in the order the hub released them, and the hub's is let go before the pushes. Lock order:
+/// the hub's, then a room's; nothing takes the hub's while holding a room's.
+#[derive(Default)]
+struct Seats(Arc<Mutex<HashMap<ConnId, Outlet>>>);
+
+impl Seats {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Outlet>> {
+        unpoisoned(&self.0)
+    }
 }
 
 /// What the hub has done since the server started (for `/metrics`).
@@ -239,7 +278,7 @@ impl Hub {
 
     /// How many rooms have a member on this node.
     pub fn rooms_in_use(&self) -> usize {
-        self.lock().rooms.values().filter(|members| !members.conns.is_empty()).count()
+        self.lock().rooms.values().filter(|members| !members.seats.lock().is_empty()).count()
     }
 
     /// Adds a connection of `user` through `session`, authenticated against the database at `epoch`.
@@ -248,6 +287,7 @@ impl Hub {
     pub fn register(self: &Arc<Self>, user: &User, session: Arc<str>, epoch: u64) -> Result<Registration, Stale> {
         let (queue, frames) = mpsc::channel(self.queue_capacity);
         let (closer, closed) = Closer::new();
+        let joined = Joined::default();
         let mut inner = self.lock();
         if inner.epoch != epoch {
             return Err(Stale);
@@ -265,10 +305,10 @@ impl Hub {
                 session,
                 is_staff: user.is_staff,
                 outlet: Outlet { queue, closer },
-                rooms: HashSet::new(),
+                rooms: joined.clone(),
             },
         );
-        Ok(Registration { id, frames, closed, hub: self.clone() })
+        Ok(Registration { id, frames, closed, joined, hub: self.clone() })
     }
 
     /// Removes a connection and its memberships, telling each room its user left if it was their last.
@@ -277,8 +317,8 @@ impl Hub {
         let Some(conn) = inner.conns.remove(&id) else {
             return;
         };
-        for room in &conn.rooms {
-            inner.remove_member(room, id, conn.user_id, &conn.username, self.presence_notices);
+        for room in conn.rooms.all() {
+            inner.remove_member(&room, id, conn.user_id, &conn.username, self.presence_notices);
         }
     }
 
@@ -305,7 +345,7 @@ impl Hub {
             let members = inner.rooms.entry(room.id).or_insert_with(|| Members {
                 staff_only: room.staff_only,
                 order: Order::after(room.last_message_id),
-                conns: HashMap::new(),
+                seats: Seats::default(),
             });
             members.staff_only = room.staff_only;
             let (first_here, entered) = inner.presence.enter_local(room.id, user_id, &username);
@@ -320,7 +360,7 @@ impl Hub {
                 inner.announce(&Transition { room: room.id, username, entered: true });
             }
             if let Some(members) = inner.rooms.get_mut(&room.id) {
-                members.conns.insert(id, outlet);
+                members.seats.lock().insert(id, outlet);
             }
         }
         let members = self.presence_notices.then(|| inner.presence.names(room.id));
@@ -333,7 +373,7 @@ impl Hub {
         let Some(conn) = inner.conns.get_mut(&id) else {
             return Left { was_member: false, notice: None };
         };
-        if !conn.rooms.remove(&room) {
+        if !conn.rooms.remove(room) {
             return Left { was_member: false, notice: None };
         }
         let (user_id, username) = (conn.user_id, conn.username.clone());
@@ -341,16 +381,12 @@ impl Hub {
         Left { was_member: true, notice }
     }
 
-    pub fn is_member(&self, id: ConnId, room: i64) -> bool {
-        self.lock().conns.get(&id).is_some_and(|c| c.rooms.contains(&room))
-    }
-
     /// Sends chat message `id` of `room`, just stored by this node and encoded as `frame`, to every member
     /// on every node.
     pub fn publish_message(&self, room: i64, id: i64, frame: &Frame) {
-        let mut inner = self.lock();
+        let inner = self.lock();
         inner.relay(|| Change::Message { room, id, frame: frame.to_string() });
-        self.sequence(&mut inner, room, id, frame.clone());
+        self.sequence_and_unlock(inner, room, id, frame.clone());
     }
 
     /// Applies a user's new rights to their open connections: a deactivated user is disconnected, and one
@@ -426,6 +462,8 @@ impl Hub {
                 inner.relay(|| Change::Snapshot { members });
                 Vec::new()
             }
+            // The hot path of a cluster: pushed to the members without the hub's lock, as for this node's own.
+            Change::Message { room, id, frame } => return self.sequence_and_unlock(inner, room, id, frame.into()),
             other => {
                 self.apply_locked(&mut inner, other);
                 Vec::new()
@@ -473,7 +511,7 @@ impl Hub {
     /// connection is not in the room. The user's own connections are not told.
     pub fn typing(&self, id: ConnId, room: i64) -> Result<(), NotMember> {
         let inner = self.lock();
-        let conn = inner.conns.get(&id).filter(|c| c.rooms.contains(&room)).ok_or(NotMember)?;
+        let conn = inner.conns.get(&id).filter(|c| c.rooms.contains(room)).ok_or(NotMember)?;
         let frame =
             Event::Typing { typing: room.to_string(), username: &conn.username, ttl_ms: TYPING_TTL_MS }.encode();
         let user = conn.user_id;
@@ -536,7 +574,22 @@ impl Hub {
         let mut released = Vec::new();
         members.order.accept(id, frame, &mut released);
         self.await_missing(room, &mut members.order, &mut released);
-        inner.release(room, released);
+        release(&members.seats.lock(), room, released, &self.counters);
+    }
+
+    /// [`Hub::sequence`], pushing what it releases after letting go of the hub's lock (see [`Seats`]).
+    fn sequence_and_unlock(&self, mut inner: MutexGuard<'_, Inner>, room: i64, id: i64, frame: Frame) {
+        let Some(members) = inner.rooms.get_mut(&room) else { return };
+        let mut released = Vec::new();
+        members.order.accept(id, frame, &mut released);
+        self.await_missing(room, &mut members.order, &mut released);
+        if released.is_empty() {
+            return;
+        }
+        let seats = members.seats.0.clone();
+        let seated = unpoisoned(&seats);
+        drop(inner);
+        release(&seated, room, released, &self.counters);
     }
 
     /// When `order` holds messages waiting for missing ones, asks (once) for those to be read from the
@@ -575,7 +628,7 @@ impl Hub {
         members.order.catching_up = false;
         members.order.fill(found, newest.map(|n| n + 1), &mut released);
         self.await_missing(room, &mut members.order, &mut released);
-        inner.release(room, released);
+        release(&members.seats.lock(), room, released, &self.counters);
     }
 
     /// Asks for every room with members here to catch up with the database (after this node was cut off
@@ -616,10 +669,14 @@ impl Hub {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Nothing in a critical section can panic half-way and leave the maps inconsistent in a way that
-        // matters more than staying up, so a poisoned lock is taken over rather than propagated.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        unpoisoned(&self.inner)
     }
+}
+
+/// Locks `mutex`. Nothing in the hub's critical sections can panic half-way and leave its maps inconsistent
+/// in a way that matters more than staying up, so a poisoned lock is taken over rather than propagated.
+fn unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// See [`Hub::subjects`].
@@ -633,7 +690,10 @@ pub struct Subjects {
 
 impl Inner {
     fn publish(&self, room: i64, frame: &Frame) {
-        self.deliver(room, &Delivery { frame: frame.clone(), message: None });
+        let Some(members) = self.rooms.get(&room) else { return };
+        for outlet in members.seats.lock().values() {
+            push(outlet, Delivery { frame: frame.clone(), message: None }, &self.counters);
+        }
     }
 
     /// Tells this node's members of a room that a user entered or left it; returns the notice.
@@ -657,7 +717,7 @@ impl Inner {
     /// Sends `frame` to the members of `room` on this node but the connections of `user`.
     fn tell_room_but(&self, room: i64, user: i64, frame: &Frame) {
         let Some(members) = self.rooms.get(&room) else { return };
-        for (id, outlet) in &members.conns {
+        for (id, outlet) in members.seats.lock().iter() {
             if self.conns.get(id).is_some_and(|c| c.user_id != user) {
                 push(outlet, Delivery { frame: frame.clone(), message: None }, &self.counters);
             }
@@ -671,34 +731,11 @@ impl Inner {
         }
     }
 
-    /// Delivers what a room's order released, in that order.
-    fn release(&self, room: i64, released: Vec<Released>) {
-        for item in released {
-            let delivery = match item {
-                Released::Message(id, frame) => Delivery { frame, message: Some((room, id)) },
-                Released::Gap { after, before } => Delivery {
-                    frame: Event::Gap { gap: room.to_string(), after, before }.encode(),
-                    message: Some((room, before - 1)),
-                },
-            };
-            self.deliver(room, &delivery);
-        }
-    }
-
     /// Closes the connections `select` picks, for `reason`.
     fn close_where(&mut self, select: impl Fn(&Conn) -> bool, reason: CloseReason) {
         self.epoch += 1;
         for conn in self.conns.values().filter(|c| select(c)) {
             conn.outlet.closer.close(reason);
-        }
-    }
-
-    fn deliver(&self, room: i64, delivery: &Delivery) {
-        let Some(members) = self.rooms.get(&room) else { return };
-        let queued = members.conns.values().filter(|outlet| push(outlet, delivery.clone(), &self.counters)).count();
-        if delivery.message.is_some() {
-            // Counted once per message, not once per member: the counter is shared by every thread.
-            self.counters.messages_delivered.fetch_add(queued as u64, Ordering::Relaxed);
         }
     }
 
@@ -714,8 +751,11 @@ impl Inner {
         notices: bool,
     ) -> Option<Frame> {
         let members = self.rooms.get_mut(room)?;
-        members.conns.remove(&id);
-        if members.conns.is_empty() {
+        let mut seats = members.seats.lock();
+        seats.remove(&id);
+        let empty = seats.is_empty();
+        drop(seats);
+        if empty {
             self.rooms.remove(room);
         }
         let (last_here, gone) = self.presence.leave_local(*room, user_id);
@@ -734,9 +774,9 @@ impl Inner {
     fn evict(&mut self, select: impl Fn(i64, &Members, &Conn) -> bool, why: (ErrorCode, &str), notices: bool) {
         let mut evicted = Vec::new();
         for (id, conn) in &self.conns {
-            for room in &conn.rooms {
-                if self.rooms.get(room).is_some_and(|m| select(*room, m, conn)) {
-                    evicted.push((*id, *room));
+            for room in conn.rooms.all() {
+                if self.rooms.get(&room).is_some_and(|m| select(room, m, conn)) {
+                    evicted.push((*id, room));
                 }
             }
         }
@@ -744,7 +784,7 @@ impl Inner {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            conn.rooms.remove(&room);
+            conn.rooms.remove(room);
             let (user_id, username) = (conn.user_id, conn.username.clone());
             let refusal = Delivery { frame: Event::error(why.0, why.1, Some(room)), message: None };
             push(&conn.outlet, refusal, &self.counters);
@@ -756,6 +796,22 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// Delivers what a room's order released to its members here, in that order.
+fn release(seats: &HashMap<ConnId, Outlet>, room: i64, released: Vec<Released>, counters: &Counters) {
+    for item in released {
+        let delivery = match item {
+            Released::Message(id, frame) => Delivery { frame, message: Some((room, id)) },
+            Released::Gap { after, before } => Delivery {
+                frame: Event::Gap { gap: room.to_string(), after, before }.encode(),
+                message: Some((room, before - 1)),
+            },
+        };
+        let queued = seats.values().filter(|outlet| push(outlet, delivery.clone(), counters)).count();
+        // Counted once per message, not once per member: the counter is shared by every thread.
+        counters.messages_delivered.fetch_add(queued as u64, Ordering::Relaxed);
     }
 }
 
@@ -799,7 +855,7 @@ mod tests {
         // The admin demotes sam after the join read the database but before it reached the hub.
         hub.user_changed(&User { is_staff: false, ..sam.clone() });
         assert_eq!(hub.join(conn.id, &room(7, true), true, read_at), Err(Stale));
-        assert!(!hub.is_member(conn.id, 7));
+        assert!(!conn.joined.contains(7));
         let seat = hub.join(conn.id, &room(7, false), false, hub.epoch()).unwrap();
         assert!(seat.new, "a fresh read is admitted");
     }
@@ -873,8 +929,8 @@ mod tests {
         hub.join(conn.id, &room(1, true), true, hub.epoch()).unwrap();
         hub.join(conn.id, &room(2, false), true, hub.epoch()).unwrap();
         hub.user_changed(&User { is_staff: false, ..sam });
-        assert!(!hub.is_member(conn.id, 1));
-        assert!(hub.is_member(conn.id, 2));
+        assert!(!conn.joined.contains(1));
+        assert!(conn.joined.contains(2));
         let frames = drain(&mut conn.frames);
         assert!(frames[0].contains("ROOM_ACCESS_DENIED"), "{frames:?}");
         assert_eq!(frames[1], r#"{"leave":"1"}"#);
@@ -948,6 +1004,41 @@ mod tests {
         let names: Vec<String> = hub.members(1).iter().map(|n| n.to_string()).collect();
         assert_eq!(names, ["ann"]);
         assert_eq!(hub.nodes_alive(), 0);
+    }
+
+    #[test]
+    fn messages_released_by_several_threads_at_once_reach_every_member_in_id_order() {
+        // This node's writer and the cluster's listener publish into the same room at once, and the members'
+        // queues are pushed to after the hub's lock is let go: the order must survive that, even when a
+        // thread loses its core half-way through a room (more threads than cores make sure some do).
+        const THREADS: i64 = 6;
+        const EACH: i64 = 5_000;
+        let (hub, _catch_up) = Hub::new((THREADS * EACH) as usize + 8, false);
+        let mut members: Vec<Registration> = (1..=64)
+            .map(|n| hub.register(&user(n, &format!("u{n}"), false), "s".into(), hub.epoch()).unwrap())
+            .collect();
+        for member in &members {
+            hub.join(member.id, &room(1, false), false, hub.epoch()).unwrap();
+        }
+        std::thread::scope(|threads| {
+            threads.spawn(|| (0..EACH).for_each(|n| hub.publish_message(1, n * THREADS + 1, &Frame::from("here"))));
+            for node in 2..=THREADS {
+                let hub = &hub;
+                threads.spawn(move || {
+                    for n in 0..EACH {
+                        let message = Change::Message { room: 1, id: n * THREADS + node, frame: "there".into() };
+                        hub.apply_from(&format!("node-{node}"), message);
+                    }
+                });
+            }
+        });
+        for member in &mut members {
+            let ids: Vec<i64> = std::iter::from_fn(|| member.frames.try_recv().ok())
+                .filter_map(|delivery| delivery.message.map(|(_, id)| id))
+                .collect();
+            assert_eq!(ids.len(), (THREADS * EACH) as usize);
+            assert!(ids.windows(2).all(|pair| pair[0] + 1 == pair[1]), "out of order for member {}", member.id);
+        }
     }
 
     #[test]

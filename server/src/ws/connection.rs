@@ -17,7 +17,7 @@ use tokio::time::{timeout, Instant};
 use crate::auth::CurrentUser;
 use crate::db::{now_ms, NewMessage, Page, Stored};
 use crate::error::Error;
-use crate::hub::{CloseReason, ConnId, Delivery, NotMember, Registration};
+use crate::hub::{CloseReason, ConnId, Delivery, Joined, NotMember, Registration};
 use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef};
 use crate::writer::Outcome;
 use crate::AppState;
@@ -51,6 +51,7 @@ enum End {
 pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut registration: Registration) {
     let mut conn = Connection {
         id: registration.id,
+        joined: registration.joined.clone(),
         state: state.clone(),
         who,
         limiter: RateLimiter::direct(Quota::per_second(
@@ -159,6 +160,7 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
 
 struct Connection {
     id: ConnId,
+    joined: Joined,
     state: AppState,
     who: CurrentUser,
     limiter: DefaultDirectRateLimiter,
@@ -351,7 +353,7 @@ impl Connection {
         let id = room_id(room)?;
         let refuse = |code: ErrorCode, detail: &str| Ok(vec![Event::error(code, detail, Some(id))]);
         let not_joined = "join the room before typing in it";
-        if !self.state.hub.is_member(self.id, id) {
+        if !self.joined.contains(id) {
             return refuse(ErrorCode::RoomAccessDenied, not_joined);
         }
         if self.typing_limiter.check().is_err() {
@@ -375,7 +377,7 @@ impl Connection {
         let refuse = |code: ErrorCode, detail: &str| {
             vec![Event::Error { error: code, detail, room: Some(id), nonce: nonce.as_deref() }.encode()]
         };
-        if !self.state.hub.is_member(self.id, id) {
+        if !self.joined.contains(id) {
             return refuse(ErrorCode::RoomAccessDenied, "join the room before sending to it");
         }
         if message.chars().count() > config.max_message_chars {
