@@ -46,17 +46,23 @@ pub struct Stats {
 }
 
 impl Writer {
-    /// Starts the writer, on a thread of its own.
+    /// Starts the writer: on SQLite on a thread of its own, otherwise on the current Tokio runtime.
     ///
-    /// Publishing a message wakes a task per member, and on the server's runtime the writer's next wake-up
-    /// (the database's answer) queued behind all of them: in the 1 × 1,000 benchmark a batch took 4 ms to
-    /// store (p50), nearly all of it waiting for a turn, and on its own thread 0.2 ms. On SQLite it runs SQLite
-    /// itself there, without a hand-off per statement (see `db/sqlite_direct.rs`); on Postgres it opens a
-    /// connection of its own there (one belongs to the runtime that opened it, see [`Db::with_own_pool`]).
+    /// Publishing a message wakes a task per member, and on the shared runtime the writer's next wake-up (the
+    /// database's answer) queued behind all of them: in the 1 × 1,000 benchmark a batch took 4 ms to store
+    /// (p50), nearly all of it waiting for a turn, and on its own thread 0.2 ms. There it also runs SQLite
+    /// itself, without a hand-off per statement (see `db/sqlite_direct.rs`). Only on SQLite: a Postgres
+    /// connection opened there would belong to this thread's runtime, and fail once it is gone.
     pub fn spawn(db: Db, hub: Arc<Hub>) -> Writer {
         let (queue, pending) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
-        spawn_on_own_thread(run(db, hub, pending, stats.clone()));
+        let own_thread = db.is_sqlite();
+        let task = run(db, hub, pending, stats.clone());
+        if own_thread {
+            spawn_on_own_thread(task);
+        } else {
+            tokio::spawn(task);
+        }
         Writer { queue, stats }
     }
 
@@ -120,8 +126,6 @@ fn spawn_on_own_thread(task: impl Future<Output = ()> + Send + 'static) {
 }
 
 async fn run(db: Db, hub: Arc<Hub>, mut pending: mpsc::Receiver<Pending>, stats: Arc<Stats>) {
-    // Opened here, on the runtime that runs the writer (one connection: it stores one batch at a time).
-    let db = if db.is_sqlite() { db } else { db.with_own_pool(1) };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let messages: Vec<&NewMessage> = batch.iter().map(|p| &p.message).collect();

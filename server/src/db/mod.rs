@@ -23,7 +23,7 @@ pub use rooms::{Room, RoomPatch};
 pub use users::{NewUser, User, UserPatch};
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -83,12 +83,6 @@ pub struct Db {
     backend: Backend,
     /// On SQLite, the connection that stores messages (see [`sqlite_direct`]).
     sqlite_direct: Option<Arc<SqliteDirect>>,
-    /// How the pool connects, and how long a query waits for a connection: to open another pool to the same
-    /// database (see [`Db::with_own_pool`]).
-    options: AnyConnectOptions,
-    acquire_timeout: Duration,
-    /// The pools opened through [`Db::with_own_pool`], which [`Db::close`] closes too.
-    own_pools: Arc<Mutex<Vec<AnyPool>>>,
 }
 
 impl Db {
@@ -120,20 +114,24 @@ impl Db {
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
         });
-        let acquire_timeout = pool.acquire_timeout;
-        let pool = pool_options(backend, max_connections, acquire_timeout).connect_with(options.clone()).await?;
-        Ok(Db { pool, backend, sqlite_direct, options, acquire_timeout, own_pools: Arc::default() })
-    }
-
-    /// The same database through a pool of its own, of at most `connections`, which connects when first
-    /// used. A pool's connections belong to the Tokio runtime that opened them and fail once it is gone: a
-    /// task on a runtime of its own (the message writer's, see `Writer::spawn`) opens its own there, and the
-    /// server's pool stays on the server's runtime.
-    pub fn with_own_pool(&self, connections: u32) -> Db {
-        let pool =
-            pool_options(self.backend, connections, self.acquire_timeout).connect_lazy_with(self.options.clone());
-        self.own_pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(pool.clone());
-        Db { pool, ..self.clone() }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(pool.acquire_timeout)
+            // sqlx pings a connection before every hand-out by default. An embedded SQLite connection cannot
+            // go stale, and for it the ping is one more trip to its worker thread per query; a Postgres
+            // connection can die with its server, so it is still tested.
+            .test_before_acquire(backend == Backend::Postgres)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(SQLITE_SETTINGS).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Db { pool, backend, sqlite_direct })
     }
 
     /// Opens (creating if needed) the embedded database file inside `data_dir`.
@@ -171,36 +169,13 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
-    /// Closes every pooled connection, those of the pools opened through [`Db::with_own_pool`] included;
-    /// pending queries finish first.
+    /// Closes every pooled connection; pending queries finish first.
     pub async fn close(&self) {
         if let Some(direct) = &self.sqlite_direct {
             direct.close();
         }
-        let own_pools = std::mem::take(&mut *self.own_pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        for pool in std::iter::once(&self.pool).chain(&own_pools) {
-            pool.close().await;
-        }
+        self.pool.close().await;
     }
-}
-
-/// How a pool of `backend` of at most `max_connections` connects and hands out its connections.
-fn pool_options(backend: Backend, max_connections: u32, acquire_timeout: Duration) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max_connections.max(1))
-        .acquire_timeout(acquire_timeout)
-        // sqlx pings a connection before every hand-out by default. An embedded SQLite connection cannot go
-        // stale, and for it the ping is one more trip to its worker thread per query; a Postgres connection
-        // can die with its server, so it is still tested.
-        .test_before_acquire(backend == Backend::Postgres)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    conn.execute(SQLITE_SETTINGS).await?;
-                }
-                Ok(())
-            })
-        })
 }
 
 /// The `sqlite://` URL of a database file, created on first connect. sqlx percent-decodes the path and
