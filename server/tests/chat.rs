@@ -39,6 +39,25 @@ async fn two_users_chat_in_a_room(backend: Backend) {
     server.stop().await;
 }
 
+/// A socket's read buffer is 1 KiB: the longest message (4,000 two-byte characters, an 8 KB frame) takes several
+/// reads, and the frame sent right behind it must come out whole too.
+async fn the_longest_message_arrives_whole_with_the_next_one_behind_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let lobby = server.room("Lobby", false).await;
+    let mut ann = server.login_new("ann", plain()).await.connect().await;
+    let mut bob = server.login_new("bob", plain()).await.connect().await;
+    ann.join(lobby.id).await;
+    bob.join(lobby.id).await;
+
+    let longest = "é".repeat(test_config().max_message_chars);
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": longest })).await;
+    ann.send(json!({ "command": "send", "room": lobby.id, "message": "and a short one" })).await;
+    assert_eq!(bob.recv_message().await["message"], longest);
+    assert_eq!(bob.recv_message().await["message"], "and a short one");
+    server.stop().await;
+}
+
 async fn one_socket_carries_every_joined_room(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -252,6 +271,7 @@ on_both_backends!(
     a_sender_is_answered_while_its_messages_wait_for_the_database,
     a_command_after_a_burst_of_sends_sees_them_all_stored,
     two_users_chat_in_a_room,
+    the_longest_message_arrives_whole_with_the_next_one_behind_it,
     one_socket_carries_every_joined_room,
     rooms_hear_who_enters_and_leaves,
     presence_notices_can_be_turned_off,
