@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod client;
+pub mod comparison;
 pub mod report;
 pub mod scenario;
 pub mod target;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use multichat_bench::comparison::Comparison;
 use multichat_bench::report::Report;
 use multichat_bench::scenario::{churn, fanout, idle};
 use multichat_bench::target::{sibling_server, Target};
@@ -23,6 +24,10 @@ struct Cli {
     /// Measure the bare fan-out server (the ceiling) instead of MultiChat.
     #[arg(long, global = true)]
     baseline: bool,
+    /// Measure the server and the bare baseline in turn (one run of each per --runs), and report each figure
+    /// beside the baseline's, with their ratio.
+    #[arg(long, global = true, conflicts_with = "baseline")]
+    against_baseline: bool,
     /// Measure a server already running at this address (host:port) instead of starting one.
     #[arg(long, global = true)]
     url: Option<SocketAddr>,
@@ -121,6 +126,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             server_args.push(format!("--messages-per-second={}", (per_sender * 2.0).ceil() as u64));
         }
     }
+    if cli.against_baseline {
+        let mut pairs = Vec::with_capacity(cli.runs.max(1));
+        for _ in 0..cli.runs.max(1) {
+            // Each server is stopped before the next starts, so that neither runs beside the other's load.
+            let server = scenario(&cli, &target(&cli, &server_args)?).await?;
+            let baseline = scenario(&cli, &Target::spawn_baseline()?).await?;
+            pairs.push((server, baseline));
+        }
+        let comparison = Comparison::of_pairs(pairs).context("no run")?;
+        print!("{}", comparison.summary());
+        write_json(&cli, &comparison)?;
+        return Ok(comparison.passed());
+    }
     let mut reports = Vec::with_capacity(cli.runs.max(1));
     for _ in 0..cli.runs.max(1) {
         let target = target(&cli, &server_args)?;
@@ -128,11 +146,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     let report = Report::of_runs(reports).context("no run")?;
     print!("{}", report.summary());
+    write_json(&cli, &report)?;
+    Ok(report.failures.is_empty())
+}
+
+/// Writes the report to --json's file, if given.
+fn write_json(cli: &Cli, report: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(path) = &cli.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(report.failures.is_empty())
+    Ok(())
 }
 
 /// The server to measure: a running one, the baseline, or a `multichat-server` started for this run.

@@ -57,7 +57,12 @@ async fn bench(args: Vec<String>) -> (Output, Value) {
 }
 
 fn figure(report: &Value, name: &str) -> f64 {
-    report["figures"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap()["value"].as_f64().unwrap()
+    value_of(&report["figures"], name)
+}
+
+/// The value of the figure called `name` in a list of figures.
+fn value_of(figures: &Value, name: &str) -> f64 {
+    figures.as_array().unwrap().iter().find(|f| f["name"] == name).unwrap()["value"].as_f64().unwrap()
 }
 
 fn against(addr: std::net::SocketAddr, scenario: &[&str]) -> Vec<String> {
@@ -145,6 +150,27 @@ async fn several_runs_report_each_figures_median_and_spread() {
     assert_eq!(report["parameters"]["runs"], 2);
     let connections = report["figures"].as_array().unwrap().iter().find(|f| f["name"] == "connections").unwrap();
     assert_eq!(connections["spread"], serde_json::json!([10.0, 10.0]), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_the_baseline_reports_both_sides_and_their_ratio() {
+    let (addr, _dir) = server().await;
+    let mut args = vec!["--against-baseline".to_owned()];
+    args.extend(against(addr, &["fanout", "--members", "4", "--senders", "2", "--rate", "400", "--seconds", "1"]));
+    let (output, report) = bench(args).await;
+    succeeded(&output);
+    assert!(report["server"]["target"].as_str().unwrap().contains(&addr.to_string()), "{report}");
+    assert!(report["baseline"]["target"].as_str().unwrap().contains("baseline"), "{report}");
+    for side in ["server", "baseline"] {
+        let sent = figure(&report[side], "messages_sent");
+        assert!(sent > 0.0, "{side}");
+        assert_eq!(figure(&report[side], "deliveries"), sent * 4.0, "{side} delivered everything");
+    }
+    let ratio = value_of(&report["ratios"], "latency_p99");
+    let expected = figure(&report["server"], "latency_p99") / figure(&report["baseline"], "latency_p99");
+    assert!((ratio - expected).abs() < 1e-9, "server ÷ baseline: {ratio} against {expected}");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains(&format!("{ratio:.2}")), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
