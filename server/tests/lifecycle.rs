@@ -78,6 +78,42 @@ async fn a_slow_reader_is_disconnected_without_stalling_the_room(backend: Backen
     server.stop().await;
 }
 
+async fn a_reader_whose_socket_stays_full_is_dropped_after_the_write_timeout(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    // A queue long enough to hold everything, and pings far apart: only the write timeout can drop it.
+    let config = Config {
+        outbound_queue: 100_000,
+        write_timeout: Duration::from_secs(1),
+        max_message_chars: 40_000,
+        max_frame_bytes: 64 * 1024,
+        messages_per_second: 100_000,
+        ..test_config()
+    };
+    let server = TestServer::start_with(&db, config).await;
+    let lobby = server.room("Lobby", false).await;
+    let mut bob = server.login_new("bob", plain()).await.connect().await;
+    let mut stuck = server.login_new("stuck", plain()).await.connect().await;
+    bob.join(lobby.id).await;
+    stuck.join(lobby.id).await;
+    assert_eq!(bob.recv().await["msg_type"], 4);
+
+    // ~12 MB into a socket nobody reads: the server's write to it stops finishing.
+    let big = "x".repeat(40_000);
+    for n in 1..=300 {
+        bob.send(json!({ "command": "send", "room": lobby.id, "message": big })).await;
+        let echo = bob.recv().await;
+        if echo["msg_type"] == 5 {
+            assert_eq!(echo["username"], "stuck");
+            assert_eq!(bob.recv().await["id"], n, "bob's own stream goes on in order");
+        } else {
+            assert_eq!(echo["id"], n, "bob's own stream goes on in order");
+        }
+    }
+    eventually("the stuck reader is disconnected", || server.state.hub.connections() == 1).await;
+    drop(stuck);
+    server.stop().await;
+}
+
 async fn shutdown_closes_sockets_with_going_away(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -94,5 +130,6 @@ async fn shutdown_closes_sockets_with_going_away(backend: Backend) {
 on_both_backends!(
     a_socket_that_stops_answering_pings_is_closed_and_leaves_its_rooms,
     a_slow_reader_is_disconnected_without_stalling_the_room,
+    a_reader_whose_socket_stays_full_is_dropped_after_the_write_timeout,
     shutdown_closes_sockets_with_going_away,
 );

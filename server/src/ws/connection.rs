@@ -198,11 +198,19 @@ impl Connection {
     }
 
     /// Runs a write, giving up after the configured write timeout (a peer that stopped reading).
+    ///
+    /// The timer is armed only for a write that does not finish at once: nearly all of them do (the socket's
+    /// buffer has room), and arming and disarming a timer for each cost 2 % of the server's CPU at 100 × 100.
     async fn within_write_timeout(&self, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), ()> {
-        match timeout(self.state.config.write_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
+        let mut write = std::pin::pin!(write);
+        let result = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+            Poll::Ready(result) => result,
+            Poll::Pending => match timeout(self.state.config.write_timeout, write).await {
+                Ok(result) => result,
+                Err(_) => return Err(()),
+            },
+        };
+        result.map_err(drop)
     }
 
     /// Writes `frames` and flushes once.
