@@ -42,36 +42,47 @@ async fn a_socket_that_stops_answering_pings_is_closed_and_leaves_its_rooms(back
     server.stop().await;
 }
 
-async fn a_slow_reader_is_disconnected_without_stalling_the_room(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let config = Config {
-        outbound_queue: 8,
-        write_timeout: Duration::from_secs(1),
-        max_message_chars: 40_000,
-        max_frame_bytes: 64 * 1024,
-        messages_per_second: 100_000,
-        ..test_config()
-    };
-    let server = TestServer::start_with(&db, config).await;
+/// Bob floods the Lobby with ~12 MB, far more than the socket buffers between the server and `reader` (in the
+/// room too) hold, while `reader` reads nothing; Bob's own stream goes on in order throughout. Returns once Bob
+/// has all his messages back, with both sockets (Bob's, and `reader`'s, still open on this side).
+async fn flood_past(server: &TestServer, reader: &str) -> (Ws, Ws) {
     let lobby = server.room("Lobby", false).await;
     let mut bob = server.login_new("bob", plain()).await.connect().await;
-    let mut slow = server.login_new("slow", plain()).await.connect().await;
+    let mut silent = server.login_new(reader, plain()).await.connect().await;
     bob.join(lobby.id).await;
-    slow.join(lobby.id).await;
+    silent.join(lobby.id).await;
     assert_eq!(bob.recv().await["msg_type"], 4);
 
-    // ~12 MB: far more than the socket buffers between the server and a client that reads nothing.
     let big = "x".repeat(40_000);
     for n in 1..=300 {
         bob.send(json!({ "command": "send", "room": lobby.id, "message": big })).await;
         let echo = bob.recv().await;
         if echo["msg_type"] == 5 {
-            assert_eq!(echo["username"], "slow");
+            assert_eq!(echo["username"], reader);
             assert_eq!(bob.recv().await["id"], n, "bob's own stream goes on in order");
         } else {
             assert_eq!(echo["id"], n, "bob's own stream goes on in order");
         }
     }
+    (bob, silent)
+}
+
+/// Settings for [`flood_past`]: messages that large, senders that fast, writes given up after a second.
+fn flood_config(outbound_queue: usize) -> Config {
+    Config {
+        outbound_queue,
+        write_timeout: Duration::from_secs(1),
+        max_message_chars: 40_000,
+        max_frame_bytes: 64 * 1024,
+        messages_per_second: 100_000,
+        ..test_config()
+    }
+}
+
+async fn a_slow_reader_is_disconnected_without_stalling_the_room(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start_with(&db, flood_config(8)).await;
+    let (_bob, _slow) = flood_past(&server, "slow").await;
     eventually("the slow reader is disconnected", || server.state.hub.connections() == 1).await;
     let metrics = http_client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "multichat_slow_clients_dropped_total 1"), "{metrics}");
@@ -81,36 +92,9 @@ async fn a_slow_reader_is_disconnected_without_stalling_the_room(backend: Backen
 async fn a_reader_whose_socket_stays_full_is_dropped_after_the_write_timeout(backend: Backend) {
     let db = TestDb::new(backend).await;
     // A queue long enough to hold everything, and pings far apart: only the write timeout can drop it.
-    let config = Config {
-        outbound_queue: 100_000,
-        write_timeout: Duration::from_secs(1),
-        max_message_chars: 40_000,
-        max_frame_bytes: 64 * 1024,
-        messages_per_second: 100_000,
-        ..test_config()
-    };
-    let server = TestServer::start_with(&db, config).await;
-    let lobby = server.room("Lobby", false).await;
-    let mut bob = server.login_new("bob", plain()).await.connect().await;
-    let mut stuck = server.login_new("stuck", plain()).await.connect().await;
-    bob.join(lobby.id).await;
-    stuck.join(lobby.id).await;
-    assert_eq!(bob.recv().await["msg_type"], 4);
-
-    // ~12 MB into a socket nobody reads: the server's write to it stops finishing.
-    let big = "x".repeat(40_000);
-    for n in 1..=300 {
-        bob.send(json!({ "command": "send", "room": lobby.id, "message": big })).await;
-        let echo = bob.recv().await;
-        if echo["msg_type"] == 5 {
-            assert_eq!(echo["username"], "stuck");
-            assert_eq!(bob.recv().await["id"], n, "bob's own stream goes on in order");
-        } else {
-            assert_eq!(echo["id"], n, "bob's own stream goes on in order");
-        }
-    }
+    let server = TestServer::start_with(&db, flood_config(100_000)).await;
+    let (_bob, _stuck) = flood_past(&server, "stuck").await;
     eventually("the stuck reader is disconnected", || server.state.hub.connections() == 1).await;
-    drop(stuck);
     server.stop().await;
 }
 
