@@ -9,7 +9,9 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// The longest message, in characters; a longer one gets `MESSAGE_TOO_LONG`.
     pub max_message_chars: usize,
-    /// Frames queued for one connection before it counts as a slow reader and is disconnected.
+    /// Frames queued for one connection before it counts as a slow reader and is disconnected. The default
+    /// holds four of the writer's largest batches (`writer::MAX_BATCH`), which are queued all at once: with room
+    /// for only one, a burst of sends from many members cut off readers that were keeping up.
     pub outbound_queue: usize,
     /// Messages one connection may send per second (bursts up to the same number).
     pub messages_per_second: u32,
@@ -48,7 +50,7 @@ impl Default for Config {
         Config {
             max_frame_bytes: 32 * 1024,
             max_message_chars: 4000,
-            outbound_queue: 256,
+            outbound_queue: 4 * crate::writer::MAX_BATCH,
             messages_per_second: 10,
             ping_interval: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),

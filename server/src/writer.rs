@@ -19,8 +19,10 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::protocol::{Event, MSG_MESSAGE};
 
-/// The most messages stored in one transaction.
-const MAX_BATCH: usize = 256;
+/// The most messages stored in one transaction. Each is queued for every member of its room as the batch is
+/// published, with no chance for them to write in between: a connection's queue (`Config::outbound_queue`)
+/// must hold several batches, or a burst disconnects members that read perfectly well.
+pub const MAX_BATCH: usize = 256;
 /// Messages waiting for the writer before senders wait in turn (backpressure).
 const QUEUE: usize = 4096;
 
