@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::report::{Figure, Report};
+use crate::report::{median_and_spread, Figure, Report};
 
 #[derive(Debug, Serialize)]
 pub struct Comparison {
@@ -22,7 +22,7 @@ impl Comparison {
         let mut ratios: Vec<Figure> = Vec::new();
         if let Some((server, _)) = pairs.first() {
             for figure in &server.figures {
-                let mut values: Vec<f64> = pairs
+                let values: Vec<f64> = pairs
                     .iter()
                     .filter_map(|(server, baseline)| Some(server.get(figure.name)? / baseline.get(figure.name)?))
                     .filter(|ratio| ratio.is_finite())
@@ -30,9 +30,8 @@ impl Comparison {
                 if values.is_empty() {
                     continue;
                 }
-                values.sort_by(f64::total_cmp);
-                let spread = (values.len() > 1).then(|| (values[0], values[values.len() - 1]));
-                ratios.push(Figure { name: figure.name, value: values[values.len() / 2], unit: "×", spread });
+                let (value, spread) = median_and_spread(values);
+                ratios.push(Figure { name: figure.name, value, unit: "×", spread });
             }
         }
         let (servers, baselines) = pairs.into_iter().unzip();

@@ -52,9 +52,7 @@ impl Report {
         for figure in &mut combined.figures {
             let mut values: Vec<f64> = runs.iter().filter_map(|r| r.get(figure.name)).collect();
             values.push(figure.value);
-            values.sort_by(f64::total_cmp);
-            figure.value = values[values.len() / 2];
-            figure.spread = Some((values[0], values[values.len() - 1]));
+            (figure.value, figure.spread) = median_and_spread(values);
         }
         for (n, run) in runs.into_iter().enumerate() {
             combined.failures.extend(run.failures.into_iter().map(|f| format!("run {}: {f}", n + 1)));
@@ -83,6 +81,15 @@ impl Report {
         }
         text
     }
+}
+
+/// The median of `values` (the upper one of an even count; NaN for none) and, for more than one value, the
+/// lowest and the highest.
+pub fn median_and_spread(mut values: Vec<f64>) -> (f64, Option<(f64, f64)>) {
+    values.sort_by(f64::total_cmp);
+    let median = values.get(values.len() / 2).copied().unwrap_or(f64::NAN);
+    let spread = (values.len() > 1).then(|| (values[0], values[values.len() - 1]));
+    (median, spread)
 }
 
 #[cfg(test)]
