@@ -98,6 +98,22 @@ async fn a_reader_whose_socket_stays_full_is_dropped_after_the_write_timeout(bac
     server.stop().await;
 }
 
+async fn a_slow_reader_leaves_its_rooms_at_once_and_hears_why_when_it_reads_again(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    // A write timeout far beyond the test's patience: only the full queue can end the slow reader's membership.
+    let server =
+        TestServer::start_with(&db, Config { write_timeout: Duration::from_secs(120), ..flood_config(8) }).await;
+    let (_bob, mut slow) = flood_past(&server, "slow").await;
+    // Out of the hub (and so out of the room's presence) while its socket is still full: a write blocked on a
+    // reader that stopped reading does not hold the connection up.
+    eventually("the slow reader is let go", || server.state.hub.connections() == 1).await;
+    // When it reads again, it gets what was already on its way, then the reason it was disconnected.
+    let close = slow.closed().await.expect("a close frame after the frames already sent");
+    assert_eq!(close.code, CloseCode::Policy, "1008");
+    assert_eq!(close.reason.as_str(), "too slow reading messages");
+    server.stop().await;
+}
+
 async fn shutdown_closes_sockets_with_going_away(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -115,5 +131,6 @@ on_both_backends!(
     a_socket_that_stops_answering_pings_is_closed_and_leaves_its_rooms,
     a_slow_reader_is_disconnected_without_stalling_the_room,
     a_reader_whose_socket_stays_full_is_dropped_after_the_write_timeout,
+    a_slow_reader_leaves_its_rooms_at_once_and_hears_why_when_it_reads_again,
     shutdown_closes_sockets_with_going_away,
 );

@@ -12,6 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{ready, FutureExt, SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::oneshot;
 use tokio::time::{timeout, Instant};
 
 use crate::auth::CurrentUser;
@@ -43,8 +44,23 @@ enum End {
     Server(CloseReason),
     /// The client sent a frame over the transport limit (close 1009).
     TooBig,
-    /// The peer closed it, vanished, or stopped answering pings.
+    /// The peer closed it, vanished, stopped answering pings, or stopped reading.
     Peer,
+}
+
+/// Runs one of the loop's writes unless the server closes the connection first, and says how the loop ends
+/// if it must. A reader that stops reading blocks a write, and that is just when its queue fills and the hub
+/// drops it: the connection has to leave its rooms then, not once the write timeout gives up on the write.
+async fn unless_closed(
+    closed: &mut oneshot::Receiver<CloseReason>,
+    write: impl Future<Output = Result<(), ()>>,
+) -> Result<(), End> {
+    tokio::select! {
+        // The write first: it nearly always finishes on its first poll, and then the signal is not polled at all.
+        biased;
+        written = write => written.map_err(|()| End::Peer),
+        reason = closed => Err(End::Server(reason.unwrap_or(CloseReason::Shutdown))),
+    }
 }
 
 /// Runs one connection until it closes.
@@ -88,15 +104,17 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
                 }
                 // The writer answers a sender before it queues the message: an ack ready by now goes first.
                 let acks = conn.answers_ready();
-                if conn.deliver(&mut socket, acks, batch.drain(..)).await.is_err() {
-                    break End::Peer;
+                let delivered = conn.deliver(&mut socket, acks, batch.drain(..));
+                if let Err(end) = unless_closed(&mut registration.closed, delivered).await {
+                    break end;
                 }
             }
             // Acks and refusals of stored messages, in the order they were sent.
             Some((room, nonce, outcome)) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
                 let frames = conn.stored(room, nonce, outcome);
-                if conn.write_all(&mut socket, frames).await.is_err() {
-                    break End::Peer;
+                let written = conn.write_all(&mut socket, frames);
+                if let Err(end) = unless_closed(&mut registration.closed, written).await {
+                    break end;
                 }
             }
             incoming = socket.recv(), if conn.in_flight.len() < SENDS_IN_FLIGHT => {
@@ -113,8 +131,9 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
                     Message::Ping(_) | Message::Pong(_) => Vec::new(),
                     Message::Close(_) => break End::Peer,
                 };
-                if conn.write_all(&mut socket, reply).await.is_err() {
-                    break End::Peer;
+                let written = conn.write_all(&mut socket, reply);
+                if let Err(end) = unless_closed(&mut registration.closed, written).await {
+                    break end;
                 }
             }
             () = &mut timer => {
@@ -129,8 +148,9 @@ pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut r
                     }
                     Some(_) => {}
                     None if now - last_heard >= ping_every => {
-                        if conn.write(&mut socket, Message::Ping(Default::default())).await.is_err() {
-                            break End::Peer;
+                        let ping = conn.write(&mut socket, Message::Ping(Default::default()));
+                        if let Err(end) = unless_closed(&mut registration.closed, ping).await {
+                            break end;
                         }
                         ping_sent = Some(Instant::now());
                     }
