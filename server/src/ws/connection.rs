@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::FuturesOrdered;
-use futures_util::{ready, FutureExt, SinkExt, StreamExt};
+use futures_util::{ready, FutureExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::oneshot;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use crate::auth::CurrentUser;
 use crate::db::{now_ms, NewMessage, Page, Stored};
@@ -22,6 +21,8 @@ use crate::hub::{CloseReason, ConnId, Delivery, Joined, NotMember, Registration}
 use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef};
 use crate::writer::Outcome;
 use crate::AppState;
+
+use super::write::{write, Unwritten};
 
 /// How often a join is retried while rights or rooms keep changing under it.
 const JOIN_ATTEMPTS: usize = 5;
@@ -48,133 +49,147 @@ enum End {
     Peer,
 }
 
-/// Runs one of the loop's writes unless the server closes the connection first, and says how the loop ends
-/// if it must. A reader that stops reading blocks a write, and that is just when its queue fills and the hub
-/// drops it: the connection has to leave its rooms then, not once the write timeout gives up on the write.
-async fn unless_closed(
-    closed: &mut oneshot::Receiver<CloseReason>,
-    write: impl Future<Output = Result<(), ()>>,
-) -> Result<(), End> {
-    tokio::select! {
-        // The write first: it nearly always finishes on its first poll, and then the signal is not polled at all.
-        biased;
-        written = write => written.map_err(|()| End::Peer),
-        reason = closed => Err(End::Server(reason.unwrap_or(CloseReason::Shutdown))),
+impl From<Unwritten> for End {
+    fn from(unwritten: Unwritten) -> End {
+        match unwritten {
+            Unwritten::Peer => End::Peer,
+            Unwritten::Closed(reason) => End::Server(reason),
+        }
     }
 }
 
 /// Runs one connection until it closes.
-pub async fn run(mut socket: WebSocket, state: AppState, who: CurrentUser, mut registration: Registration) {
+///
+/// Not an `async fn`: one keeps its arguments and, beside them, the locals they are moved into for as long as it
+/// runs (600 bytes of every connection's task). The block below captures them and uses them in place.
+pub fn run(
+    mut socket: WebSocket,
+    state: AppState,
+    who: CurrentUser,
+    mut registration: Registration,
+) -> impl Future<Output = ()> + Send + 'static {
     let mut conn = Connection {
         id: registration.id,
         joined: registration.joined.clone(),
-        state: state.clone(),
-        who,
         limiter: RateLimiter::direct(Quota::per_second(
             NonZeroU32::new(state.config.messages_per_second).unwrap_or(NonZeroU32::MIN),
         )),
         typing_limiter: RateLimiter::direct(TYPING_QUOTA),
         replayed: HashMap::new(),
         in_flight: FuturesOrdered::new(),
+        state,
+        who,
     };
-    let ping_every = state.config.ping_interval;
-    let mut last_heard = Instant::now();
-    // When the unanswered ping went out: a socket is closed only after a ping it had a whole interval to
-    // answer, never merely for having been quiet.
-    let mut ping_sent: Option<Instant> = None;
-    let session_end =
-        Instant::now() + Duration::from_millis(conn.who.expires_at.saturating_sub(now_ms()).max(0) as u64);
-    // One timer for the heartbeat and the session's end, made once: every input of the loop is polled
-    // whenever a frame wakes the socket, hundreds of times a second under load, so each one counts.
-    let timer = tokio::time::sleep_until((Instant::now() + ping_every).min(session_end));
-    tokio::pin!(timer);
-    // Grown by the frames that come, not reserved up front: a full batch's room (3 KiB) in every idle socket
-    // was a fifth of what an idle socket cost.
-    let mut batch = Vec::new();
+    async move {
+        let write_timeout = conn.state.config.write_timeout;
+        let ping_every = conn.state.config.ping_interval;
+        let mut last_heard = Instant::now();
+        // When the unanswered ping went out: a socket is closed only after a ping it had a whole interval to
+        // answer, never merely for having been quiet.
+        let mut ping_sent: Option<Instant> = None;
+        let session_end =
+            Instant::now() + Duration::from_millis(conn.who.expires_at.saturating_sub(now_ms()).max(0) as u64);
+        // One timer for the heartbeat and the session's end, made once: every input of the loop is polled
+        // whenever a frame wakes the socket, hundreds of times a second under load, so each one counts.
+        let timer = tokio::time::sleep_until((Instant::now() + ping_every).min(session_end));
+        tokio::pin!(timer);
+        // Grown by the frames that come, not reserved up front: a full batch's room (3 KiB) in every idle socket
+        // was a fifth of what an idle socket cost.
+        let mut batch = Vec::new();
 
-    let end = loop {
-        tokio::select! {
-            reason = &mut registration.closed => break End::Server(reason.unwrap_or(CloseReason::Shutdown)),
-            // Everything already queued (up to a batch) is written with one flush: under load a socket gets
-            // its frames in one write instead of one system call per frame.
-            taken = registration.frames.recv_many(&mut batch, WRITE_BATCH) => {
-                // Only the hub's end can close the queue, and it does so only after this task is gone.
-                if taken == 0 {
-                    break End::Server(CloseReason::Shutdown);
-                }
-                // The writer answers a sender before it queues the message: an ack ready by now goes first.
-                let acks = conn.answers_ready();
-                let delivered = conn.deliver(&mut socket, acks, batch.drain(..));
-                if let Err(end) = unless_closed(&mut registration.closed, delivered).await {
-                    break end;
-                }
-            }
-            // Acks and refusals of stored messages, in the order they were sent.
-            Some((room, nonce, outcome)) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
-                let frames = conn.stored(room, nonce, outcome);
-                let written = conn.write_all(&mut socket, frames);
-                if let Err(end) = unless_closed(&mut registration.closed, written).await {
-                    break end;
-                }
-            }
-            incoming = socket.recv(), if conn.in_flight.len() < SENDS_IN_FLIGHT => {
-                let message = match incoming {
-                    Some(Ok(message)) => message,
-                    Some(Err(err)) if is_capacity_error(&err) => break End::TooBig,
-                    _ => break End::Peer,
-                };
-                last_heard = Instant::now();
-                ping_sent = None;
-                let reply = match message {
-                    Message::Text(text) => conn.handle(text.as_str()).await,
-                    Message::Binary(_) => vec![Event::error(ErrorCode::MalformedFrame, "binary frames are not supported; send JSON text", None)],
-                    Message::Ping(_) | Message::Pong(_) => Vec::new(),
-                    Message::Close(_) => break End::Peer,
-                };
-                let written = conn.write_all(&mut socket, reply);
-                if let Err(end) = unless_closed(&mut registration.closed, written).await {
-                    break end;
-                }
-            }
-            () = &mut timer => {
-                let now = Instant::now();
-                if now >= session_end {
-                    break End::Server(CloseReason::LoggedOut);
-                }
-                match ping_sent {
-                    Some(sent) if now - sent >= ping_every => {
-                        tracing::debug!(user = %conn.who.user.username, "closing a socket that stopped answering pings");
-                        break End::Peer;
+        let end = loop {
+            tokio::select! {
+                reason = &mut registration.closed => break End::Server(reason.unwrap_or(CloseReason::Shutdown)),
+                // Everything already queued (up to a batch) is written with one flush: under load a socket gets
+                // its frames in one write instead of one system call per frame.
+                taken = registration.frames.recv_many(&mut batch, WRITE_BATCH) => {
+                    // Only the hub's end can close the queue, and it does so only after this task is gone.
+                    if taken == 0 {
+                        break End::Server(CloseReason::Shutdown);
                     }
-                    Some(_) => {}
-                    None if now - last_heard >= ping_every => {
-                        let ping = conn.write(&mut socket, Message::Ping(Default::default()));
-                        if let Err(end) = unless_closed(&mut registration.closed, ping).await {
-                            break end;
+                    // The writer answers a sender before it queues the message: an ack ready by now goes first.
+                    let acks = conn.answers_ready();
+                    let frames = conn.deliveries(acks, batch.drain(..));
+                    let written = write(&mut socket, frames, write_timeout, Some(&mut registration.closed));
+                    if let Err(unwritten) = written.await {
+                        break unwritten.into();
+                    }
+                }
+                // Acks and refusals of stored messages, in the order they were sent.
+                Some((room, nonce, outcome)) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
+                    let frames = conn.stored(room, nonce, outcome).into_iter().map(Message::Text);
+                    let written = write(&mut socket, frames, write_timeout, Some(&mut registration.closed));
+                    if let Err(unwritten) = written.await {
+                        break unwritten.into();
+                    }
+                }
+                incoming = socket.recv(), if conn.in_flight.len() < SENDS_IN_FLIGHT => {
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(err)) if is_capacity_error(&err) => break End::TooBig,
+                        _ => break End::Peer,
+                    };
+                    last_heard = Instant::now();
+                    ping_sent = None;
+                    let reply = match message {
+                        // Boxed: a command's future (a join reads the database) is the largest thing the loop
+                        // awaits, and every connection's task would be that large for its whole life.
+                        Message::Text(text) => Box::pin(conn.handle(text.as_str())).await,
+                        Message::Binary(_) => {
+                            let detail = "binary frames are not supported; send JSON text";
+                            vec![Event::error(ErrorCode::MalformedFrame, detail, None)]
                         }
-                        ping_sent = Some(Instant::now());
+                        Message::Ping(_) | Message::Pong(_) => Vec::new(),
+                        Message::Close(_) => break End::Peer,
+                    };
+                    let frames = reply.into_iter().map(Message::Text);
+                    let written = write(&mut socket, frames, write_timeout, Some(&mut registration.closed));
+                    if let Err(unwritten) = written.await {
+                        break unwritten.into();
                     }
-                    None => {}
                 }
-                timer.as_mut().reset((now + ping_every).min(session_end));
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= session_end {
+                        break End::Server(CloseReason::LoggedOut);
+                    }
+                    match ping_sent {
+                        Some(sent) if now - sent >= ping_every => {
+                            let user = &conn.who.user.username;
+                            tracing::debug!(%user, "closing a socket that stopped answering pings");
+                            break End::Peer;
+                        }
+                        Some(_) => {}
+                        None if now - last_heard >= ping_every => {
+                            let ping = [Message::Ping(Default::default())];
+                            let written = write(&mut socket, ping, write_timeout, Some(&mut registration.closed));
+                            if let Err(unwritten) = written.await {
+                                break unwritten.into();
+                            }
+                            ping_sent = Some(Instant::now());
+                        }
+                        None => {}
+                    }
+                    timer.as_mut().reset((now + ping_every).min(session_end));
+                }
             }
-        }
-    };
+        };
 
-    drop(registration);
-    if let End::TooBig = end {
-        let limit = state.config.transport_limit();
-        let close = CloseFrame { code: 1009, reason: format!("frames are limited to {limit} bytes").into() };
-        let _ = conn.write(&mut socket, Message::Close(Some(close))).await;
-    }
-    if let End::Server(reason) = end {
-        if matches!(reason, CloseReason::LoggedOut | CloseReason::AccountChanged) {
-            // The original client shows errors and knows this one: it tells the user to log in again.
-            let frame = Event::error(ErrorCode::UserHasToLogin, reason.text(), None);
-            let _ = conn.write(&mut socket, Message::Text(frame)).await;
+        drop(registration);
+        if let End::TooBig = end {
+            let limit = conn.state.config.transport_limit();
+            let close = CloseFrame { code: 1009, reason: format!("frames are limited to {limit} bytes").into() };
+            let _ = write(&mut socket, [Message::Close(Some(close))], write_timeout, None).await;
         }
-        let close = CloseFrame { code: reason.code(), reason: reason.text().into() };
-        let _ = conn.write(&mut socket, Message::Close(Some(close))).await;
+        if let End::Server(reason) = end {
+            if matches!(reason, CloseReason::LoggedOut | CloseReason::AccountChanged) {
+                // The original client shows errors and knows this one: it tells the user to log in again.
+                let frame = Event::error(ErrorCode::UserHasToLogin, reason.text(), None);
+                let _ = write(&mut socket, [Message::Text(frame)], write_timeout, None).await;
+            }
+            let close = CloseFrame { code: reason.code(), reason: reason.text().into() };
+            let _ = write(&mut socket, [Message::Close(Some(close))], write_timeout, None).await;
+        }
     }
 }
 
@@ -212,60 +227,14 @@ impl Future for InFlight {
 type Failure = (Error, Option<i64>);
 
 impl Connection {
-    /// Writes one frame, giving up after the configured write timeout (a peer that stopped reading).
-    async fn write(&self, socket: &mut WebSocket, message: Message) -> Result<(), ()> {
-        self.within_write_timeout(socket.send(message)).await
-    }
-
-    /// Runs a write, giving up after the configured write timeout (a peer that stopped reading).
-    ///
-    /// The timer is armed only for a write that does not finish at once: nearly all of them do (the socket's
-    /// buffer has room), and arming and disarming a timer for each cost 2 % of the server's CPU at 100 × 100.
-    async fn within_write_timeout(&self, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), ()> {
-        let mut write = std::pin::pin!(write);
-        let result = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-            Poll::Ready(result) => result,
-            Poll::Pending => match timeout(self.state.config.write_timeout, write).await {
-                Ok(result) => result,
-                Err(_) => return Err(()),
-            },
-        };
-        result.map_err(drop)
-    }
-
-    /// Writes `frames` and flushes once.
-    async fn write_all(&self, socket: &mut WebSocket, frames: Vec<Frame>) -> Result<(), ()> {
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let batch = async {
-            for frame in frames {
-                socket.feed(Message::Text(frame)).await?;
-            }
-            socket.flush().await
-        };
-        self.within_write_timeout(batch).await
-    }
-
-    /// Writes `first`, then a batch of queued frames, and flushes once.
-    async fn deliver(
-        &self,
-        socket: &mut WebSocket,
+    /// `first`, then a batch of queued frames less those a replay already sent, as frames to write.
+    fn deliveries<'a>(
+        &'a self,
         first: Vec<Frame>,
-        batch: impl Iterator<Item = Delivery>,
-    ) -> Result<(), ()> {
-        let write = async {
-            for frame in first {
-                socket.feed(Message::Text(frame)).await?;
-            }
-            for delivery in batch {
-                if !self.already_replayed(&delivery) {
-                    socket.feed(Message::Text(delivery.frame)).await?;
-                }
-            }
-            socket.flush().await
-        };
-        self.within_write_timeout(write).await
+        batch: impl Iterator<Item = Delivery> + 'a,
+    ) -> impl Iterator<Item = Message> + 'a {
+        let batch = batch.filter(|delivery| !self.already_replayed(delivery)).map(|delivery| delivery.frame);
+        first.into_iter().chain(batch).map(Message::Text)
     }
 
     fn already_replayed(&self, delivery: &Delivery) -> bool {

@@ -2,6 +2,7 @@
 
 mod connection;
 mod origin;
+mod write;
 
 pub use origin::{is_allowed_origin, DESKTOP_ORIGINS};
 
