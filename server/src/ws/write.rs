@@ -35,7 +35,7 @@ pub fn write<'a, I: IntoIterator<Item = Message>>(
     timeout: Duration,
     closed: Option<&'a mut oneshot::Receiver<CloseReason>>,
 ) -> Write<'a, I::IntoIter> {
-    Write { socket, frames: frames.into_iter(), next: None, timeout, deadline: None, closed }
+    Write { socket, frames: frames.into_iter(), next: None, fed: false, timeout, deadline: None, closed }
 }
 
 /// The future of [`write`].
@@ -44,6 +44,8 @@ pub struct Write<'a, I> {
     frames: I,
     /// A frame taken from `frames` that the socket had no room for yet.
     next: Option<Message>,
+    /// Whether any frame went to the socket: with none (a `send` has no reply), there is nothing to flush.
+    fed: bool,
     timeout: Duration,
     /// Armed only once the write has to wait: nearly every write finishes on its first poll, and arming and
     /// disarming a timer for each cost 2 % of the server's CPU at 100 × 100. Boxed, as only slow sockets get one.
@@ -56,13 +58,19 @@ impl<I: Iterator<Item = Message> + Unpin> Write<'_, I> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         while let Some(frame) = self.next.take().or_else(|| self.frames.next()) {
             match Pin::new(&mut *self.socket).poll_ready(cx) {
-                Poll::Ready(Ok(())) => Pin::new(&mut *self.socket).start_send(frame)?,
+                Poll::Ready(Ok(())) => {
+                    Pin::new(&mut *self.socket).start_send(frame)?;
+                    self.fed = true;
+                }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                 Poll::Pending => {
                     self.next = Some(frame);
                     return Poll::Pending;
                 }
             }
+        }
+        if !self.fed {
+            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut *self.socket).poll_flush(cx)
     }
