@@ -113,6 +113,26 @@ async fn a_dead_database_gets_a_clear_error_and_the_socket_survives(backend: Bac
     server.stop().await;
 }
 
+async fn logins_through_a_database_outage_are_told_so_and_not_throttled(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    server.user("ann", "right", plain()).await;
+    server.db.close().await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let response = http_client()
+            .post(server.url("/api/login"))
+            .json(&json!({ "username": "ann", "password": "right" }))
+            .send()
+            .await
+            .unwrap();
+        seen.push(response.status().as_u16());
+    }
+    // Past the three free failures, a throttle that counted these would answer 429 "try again in 1 s".
+    assert_eq!(seen, [503; 6], "the outage is the server's failure, not ann's");
+    server.stop().await;
+}
+
 async fn a_frame_over_the_transport_limit_ends_only_that_connection(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start_with(&db, Config { max_frame_bytes: 1024, ..test_config() }).await;
@@ -142,6 +162,7 @@ async fn a_frame_over_the_transport_limit_ends_only_that_connection(backend: Bac
 on_both_backends!(
     a_frame_over_the_transport_limit_ends_only_that_connection,
     a_dead_database_gets_a_clear_error_and_the_socket_survives,
+    logins_through_a_database_outage_are_told_so_and_not_throttled,
     malformed_frames_get_errors_and_the_socket_survives,
     oversize_and_empty_messages_are_refused_without_losing_the_socket,
     a_flooding_connection_is_rate_limited_and_keeps_its_socket,

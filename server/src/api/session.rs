@@ -48,17 +48,26 @@ async fn login(
     }
     let key = username::fold(&creds.username);
     state.throttle.attempt(&key, addr)?;
-    let found = state.db.user_with_hash(&key).await?;
-    let hash = found.as_ref().map(|(_, hash)| hash.as_str());
-    let password_ok = state.passwords.verify(&creds.password, hash).await?;
-    match found {
-        Some((user, _)) if password_ok && user.is_active => {
+    match judge(&state, &key, &creds.password).await {
+        Ok(Some(user)) => {
             state.throttle.succeeded(&key, addr);
             start_session(&state, &user, StatusCode::OK).await
         }
         // The attempt was counted as failed when it started.
-        _ => Err(Error::InvalidCredentials),
+        Ok(None) => Err(Error::InvalidCredentials),
+        Err(server_failed) => {
+            state.throttle.not_judged(&key, addr);
+            Err(server_failed)
+        }
     }
+}
+
+/// The active user whose name folds to `key` if `password` is theirs; the same argon2 work either way.
+async fn judge(state: &AppState, key: &str, password: &str) -> Result<Option<User>, Error> {
+    let found = state.db.user_with_hash(key).await?;
+    let hash = found.as_ref().map(|(_, hash)| hash.as_str());
+    let password_ok = state.passwords.verify(password, hash).await?;
+    Ok(found.map(|(user, _)| user).filter(|user| password_ok && user.is_active))
 }
 
 /// Creates a session for `user` and answers with its token and cookie.

@@ -56,8 +56,11 @@ impl LoginThrottle {
     /// takes it back. Counting before the password is checked is what stops a burst of concurrent guesses
     /// from all getting through before the first failure is known.
     pub fn attempt(&self, name_key: &str, addr: Option<IpAddr>) -> Result<(), Error> {
-        let now = Instant::now();
         let mut entries = self.lock();
+        // The clock is read under the lock: a success unblocks an address by setting its `blocked_until` to
+        // its own now, which an attempt that read the clock before queueing for the lock would take for a
+        // wait of a few nanoseconds, and refuse a login that nothing blocks.
+        let now = Instant::now();
         let wait = self
             .keys(name_key, addr)
             .filter_map(|key| entries.get(&key))
@@ -75,9 +78,26 @@ impl LoginThrottle {
     pub fn succeeded(&self, name_key: &str, addr: Option<IpAddr>) {
         let mut entries = self.lock();
         entries.remove(&Key::Name(name_key.to_owned()));
-        if let Some(entry) = addr.and_then(|addr| entries.get_mut(&Key::Addr(addr))) {
+        if let Some(addr) = addr {
+            self.take_back(&mut entries, Key::Addr(addr));
+        }
+    }
+
+    /// The server failed (a database that went away, a stored hash it cannot read) before the password was
+    /// judged: the attempt is taken back from both, so that an outage does not lock out whoever retried
+    /// through it.
+    pub fn not_judged(&self, name_key: &str, addr: Option<IpAddr>) {
+        let mut entries = self.lock();
+        for key in self.keys(name_key, addr) {
+            self.take_back(&mut entries, key);
+        }
+    }
+
+    fn take_back(&self, entries: &mut HashMap<Key, Entry>, key: Key) {
+        let free = self.backoff(&key).free;
+        if let Some(entry) = entries.get_mut(&key) {
             entry.failures = entry.failures.saturating_sub(1);
-            if entry.failures <= self.per_addr.free {
+            if entry.failures <= free {
                 entry.blocked_until = Instant::now();
             }
         }
@@ -90,10 +110,7 @@ impl LoginThrottle {
             entries.retain(|_, e| now.duration_since(e.last_failure) < forget);
         }
         for key in self.keys(name_key, addr) {
-            let backoff = match key {
-                Key::Name(_) => self.per_name,
-                Key::Addr(_) => self.per_addr,
-            };
+            let backoff = self.backoff(&key);
             let entry = entries.entry(key).or_insert(Entry { failures: 0, last_failure: now, blocked_until: now });
             // A quiet spell twice the cap long forgives the past.
             if now.duration_since(entry.last_failure) > backoff.cap * 2 {
@@ -105,6 +122,13 @@ impl LoginThrottle {
                 let doublings = (entry.failures - backoff.free - 1).min(20);
                 entry.blocked_until = now + (backoff.base * 2u32.pow(doublings)).min(backoff.cap);
             }
+        }
+    }
+
+    fn backoff(&self, key: &Key) -> Backoff {
+        match key {
+            Key::Name(_) => self.per_name,
+            Key::Addr(_) => self.per_addr,
         }
     }
 
@@ -151,6 +175,39 @@ mod tests {
             throttle.succeeded("carol", Some(addr));
         }
         throttle.attempt("carol", Some(addr)).unwrap();
+    }
+
+    #[test]
+    fn many_people_behind_one_address_logging_in_at_once_are_never_refused() {
+        // Everyone in an office behind one NAT logs in at nine: successes must not block each other.
+        let throttle = LoginThrottle::new(Duration::from_secs(60));
+        let addr: IpAddr = "192.0.2.8".parse().unwrap();
+        std::thread::scope(|threads| {
+            for person in 0..4 {
+                let throttle = &throttle;
+                threads.spawn(move || {
+                    for n in 0..20_000 {
+                        let name = format!("p{person}-{n}");
+                        throttle.attempt(&name, Some(addr)).unwrap_or_else(|e| panic!("login {n} of {person}: {e}"));
+                        throttle.succeeded(&name, Some(addr));
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn an_attempt_the_server_could_not_judge_is_taken_back() {
+        let throttle = LoginThrottle::new(Duration::from_secs(60));
+        let addr: IpAddr = "192.0.2.6".parse().unwrap();
+        for _ in 0..30 {
+            throttle.attempt("dave", Some(addr)).unwrap();
+            throttle.not_judged("dave", Some(addr));
+        }
+        for _ in 0..4 {
+            throttle.attempt("dave", Some(addr)).unwrap();
+        }
+        assert!(throttle.attempt("dave", Some(addr)).is_err(), "real failures still count");
     }
 
     #[test]
