@@ -92,30 +92,12 @@ impl Closer {
     }
 }
 
-/// A frame queued for connections, one allocation shared by all of them. A chat message (or a gap notice)
-/// carries its `(room, id)` (for a gap, the last id it covers) so that a connection replaying history can drop
-/// what it already sent. One word, because every connection's queue allocates its first 32 slots up front.
+/// A frame queued for one connection; a chat message (or a gap notice) carries its `(room, id)` (for a gap,
+/// the last id it covers) so that a connection replaying history can drop what it already sent.
 #[derive(Debug, Clone)]
-pub struct Delivery(Arc<Queued>);
-
-#[derive(Debug)]
-struct Queued {
-    frame: Frame,
-    message: Option<(i64, i64)>,
-}
-
-impl Delivery {
-    pub fn new(frame: Frame, message: Option<(i64, i64)>) -> Delivery {
-        Delivery(Arc::new(Queued { frame, message }))
-    }
-
-    pub fn frame(&self) -> &Frame {
-        &self.0.frame
-    }
-
-    pub fn message(&self) -> Option<(i64, i64)> {
-        self.0.message
-    }
+pub struct Delivery {
+    pub frame: Frame,
+    pub message: Option<(i64, i64)>,
 }
 
 /// What a connection task gets back from [`Hub::register`]; dropping it unregisters the connection,
@@ -709,9 +691,8 @@ pub struct Subjects {
 impl Inner {
     fn publish(&self, room: i64, frame: &Frame) {
         let Some(members) = self.rooms.get(&room) else { return };
-        let delivery = Delivery::new(frame.clone(), None);
         for outlet in members.seats.lock().values() {
-            push(outlet, delivery.clone(), &self.counters);
+            push(outlet, Delivery { frame: frame.clone(), message: None }, &self.counters);
         }
     }
 
@@ -736,19 +717,17 @@ impl Inner {
     /// Sends `frame` to the members of `room` on this node but the connections of `user`.
     fn tell_room_but(&self, room: i64, user: i64, frame: &Frame) {
         let Some(members) = self.rooms.get(&room) else { return };
-        let delivery = Delivery::new(frame.clone(), None);
         for (id, outlet) in members.seats.lock().iter() {
             if self.conns.get(id).is_some_and(|c| c.user_id != user) {
-                push(outlet, delivery.clone(), &self.counters);
+                push(outlet, Delivery { frame: frame.clone(), message: None }, &self.counters);
             }
         }
     }
 
     /// Sends `frame` to the connections `select` picks, in rooms or not.
     fn tell_where(&self, select: impl Fn(&Conn) -> bool, frame: Frame) {
-        let delivery = Delivery::new(frame, None);
         for conn in self.conns.values().filter(|c| select(c)) {
-            push(&conn.outlet, delivery.clone(), &self.counters);
+            push(&conn.outlet, Delivery { frame: frame.clone(), message: None }, &self.counters);
         }
     }
 
@@ -807,13 +786,13 @@ impl Inner {
             };
             conn.rooms.remove(room);
             let (user_id, username) = (conn.user_id, conn.username.clone());
-            let refusal = Delivery::new(Event::error(why.0, why.1, Some(room)), None);
+            let refusal = Delivery { frame: Event::error(why.0, why.1, Some(room)), message: None };
             push(&conn.outlet, refusal, &self.counters);
-            let left = Delivery::new(Event::Left { leave: room.to_string() }.encode(), None);
+            let left = Delivery { frame: Event::Left { leave: room.to_string() }.encode(), message: None };
             push(&conn.outlet, left, &self.counters);
             if let Some(notice) = self.remove_member(&room, id, user_id, &username, notices) {
                 if let Some(conn) = self.conns.get(&id) {
-                    push(&conn.outlet, Delivery::new(notice, None), &self.counters);
+                    push(&conn.outlet, Delivery { frame: notice, message: None }, &self.counters);
                 }
             }
         }
@@ -824,10 +803,11 @@ impl Inner {
 fn release(seats: &HashMap<ConnId, Outlet>, room: i64, released: Vec<Released>, counters: &Counters) {
     for item in released {
         let delivery = match item {
-            Released::Message(id, frame) => Delivery::new(frame, Some((room, id))),
-            Released::Gap { after, before } => {
-                Delivery::new(Event::Gap { gap: room.to_string(), after, before }.encode(), Some((room, before - 1)))
-            }
+            Released::Message(id, frame) => Delivery { frame, message: Some((room, id)) },
+            Released::Gap { after, before } => Delivery {
+                frame: Event::Gap { gap: room.to_string(), after, before }.encode(),
+                message: Some((room, before - 1)),
+            },
         };
         let queued = seats.values().filter(|outlet| push(outlet, delivery.clone(), counters)).count();
         // Counted once per message, not once per member: the counter is shared by every thread.
@@ -863,24 +843,7 @@ mod tests {
     }
 
     fn drain(frames: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
-        std::iter::from_fn(|| frames.try_recv().ok()).map(|d| d.frame().as_str().to_owned()).collect()
-    }
-
-    #[test]
-    fn a_queued_frame_is_one_word_shared_by_every_recipient() {
-        // Tokio's channel allocates its first block of 32 slots with the queue, so every open socket pays
-        // 32 slots whether it ever receives anything: 288 bytes at one word a slot, 1,824 at 56 bytes.
-        assert_eq!(std::mem::size_of::<Delivery>(), std::mem::size_of::<usize>());
-        let (hub, _catch_up) = Hub::new(8, false);
-        let mut a = hub.register(&user(1, "ann", false), "a".into(), hub.epoch()).unwrap();
-        let mut b = hub.register(&user(2, "bob", false), "b".into(), hub.epoch()).unwrap();
-        for conn in [&a, &b] {
-            hub.join(conn.id, &room(7, false), false, hub.epoch()).unwrap();
-        }
-        hub.publish_message(7, 1, &Frame::from("hello"));
-        let (to_a, to_b) = (a.frames.try_recv().unwrap(), b.frames.try_recv().unwrap());
-        assert_eq!((to_a.frame().as_str(), to_a.message()), ("hello", Some((7, 1))));
-        assert!(Arc::ptr_eq(&to_a.0, &to_b.0), "one allocation per frame, not one per recipient");
+        std::iter::from_fn(|| frames.try_recv().ok()).map(|d| d.frame.as_str().to_owned()).collect()
     }
 
     #[test]
@@ -1071,7 +1034,7 @@ mod tests {
         });
         for member in &mut members {
             let ids: Vec<i64> = std::iter::from_fn(|| member.frames.try_recv().ok())
-                .filter_map(|delivery| delivery.message().map(|(_, id)| id))
+                .filter_map(|delivery| delivery.message.map(|(_, id)| id))
                 .collect();
             assert_eq!(ids.len(), (THREADS * EACH) as usize);
             assert!(ids.windows(2).all(|pair| pair[0] + 1 == pair[1]), "out of order for member {}", member.id);

@@ -233,12 +233,12 @@ impl Connection {
         first: Vec<Frame>,
         batch: impl Iterator<Item = Delivery> + 'a,
     ) -> impl Iterator<Item = Message> + 'a {
-        let batch = batch.filter(|delivery| !self.already_replayed(delivery)).map(|delivery| delivery.frame().clone());
+        let batch = batch.filter(|delivery| !self.already_replayed(delivery)).map(|delivery| delivery.frame);
         first.into_iter().chain(batch).map(Message::Text)
     }
 
     fn already_replayed(&self, delivery: &Delivery) -> bool {
-        delivery.message().is_some_and(|(room, id)| self.replayed.get(&room).is_some_and(|&seen| id <= seen))
+        delivery.message.is_some_and(|(room, id)| self.replayed.get(&room).is_some_and(|&seen| id <= seen))
     }
 
     /// Answers one text frame with the frames this connection gets back (replies, errors, own notices).
