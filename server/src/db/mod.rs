@@ -204,6 +204,7 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[tokio::test]
     async fn the_embedded_database_opens_in_any_directory() {
@@ -216,5 +217,30 @@ mod tests {
         assert!(dir.join(SQLITE_FILE).is_file());
         let again = Db::open_sqlite_dir(&dir).await.unwrap();
         assert_eq!(again.list_rooms(true).await.unwrap().len(), 1, "the same file, reopened");
+    }
+
+    /// Sessions and rooms are read beside the pool, on connections kept between reads: each read must see
+    /// what the pool committed just before, never an older snapshot.
+    #[tokio::test]
+    async fn reads_beside_the_pool_see_every_change_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite_dir(dir.path()).await.unwrap();
+        db.migrate().await.unwrap();
+        let new = NewUser { username: "Ann", username_key: "ann", password_hash: "x", is_staff: true, is_admin: false };
+        let ann = db.create_user(new).await.unwrap();
+        let room = db.create_room("Staff", true, false).await.unwrap();
+        db.create_session("h1", ann.id, now_ms() + 60_000).await.unwrap();
+
+        assert_eq!(db.session_user("h1").await.unwrap().map(|(user, _)| user.id), Some(ann.id));
+        assert!(db.enterable_room(room.id, ann.id).await.is_ok());
+        db.update_user(ann.id, &UserPatch { is_staff: Some(false), ..UserPatch::default() }).await.unwrap();
+        assert!(matches!(db.enterable_room(room.id, ann.id).await, Err(Error::RoomAccessDenied)));
+        db.delete_session("h1").await.unwrap();
+        assert!(db.session_user("h1").await.unwrap().is_none(), "a session ended elsewhere is gone");
+        db.delete_room(room.id).await.unwrap();
+        assert!(matches!(db.enterable_room(room.id, ann.id).await, Err(Error::RoomInvalid)));
+
+        db.close().await;
+        assert!(db.session_user("h1").await.is_err(), "closed is closed, for these reads too");
     }
 }

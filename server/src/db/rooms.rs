@@ -1,5 +1,6 @@
 //! The `rooms` table: chat rooms, their staff-only flag and their message counter.
 
+use rusqlite::{named_params, OptionalExtension};
 use sqlx::Row;
 
 use super::{flag, now_ms, Db};
@@ -39,6 +40,23 @@ fn room_from_row(row: &sqlx::any::AnyRow) -> Result<Room, sqlx::Error> {
     })
 }
 
+/// [`room_from_row`] for a row read without sqlx (see [`super::sqlite_direct`]).
+fn room_from_sqlite(row: &rusqlite::Row) -> rusqlite::Result<Room> {
+    Ok(Room {
+        id: row.get("id")?,
+        title: row.get("title")?,
+        staff_only: row.get("staff_only")?,
+        ephemeral: row.get("ephemeral")?,
+        created_at: row.get("created_at")?,
+        last_message_id: row.get("last_message_id")?,
+    })
+}
+
+/// Room `$1`, and whether user `$2` is active staff.
+const ENTERABLE_ROOM: &str = "SELECT r.id, r.title, r.staff_only, r.ephemeral, r.created_at, r.last_message_id, \
+    COALESCE((SELECT u.is_staff FROM users u WHERE u.id = $2 AND u.is_active), FALSE) AS user_is_staff \
+    FROM rooms r WHERE r.id = $1";
+
 impl Db {
     pub async fn create_room(&self, title: &str, staff_only: bool, ephemeral: bool) -> Result<Room, Error> {
         let sql = format!(
@@ -64,14 +82,23 @@ impl Db {
 
     /// Room `room_id` if active user `user_id` may enter it *now* (it exists, and they are staff if it is
     /// staff-only), with whether they are staff; one round trip, against current rights rather than the
-    /// ones the user had when their socket opened.
+    /// ones the user had when their socket opened. Every join asks: on SQLite, read on the calling thread (see
+    /// [`super::sqlite_direct`]).
     pub async fn enterable_room(&self, room_id: i64, user_id: i64) -> Result<(Room, bool), Error> {
-        let sql = "SELECT r.id, r.title, r.staff_only, r.ephemeral, r.created_at, r.last_message_id, \
-                   COALESCE((SELECT u.is_staff FROM users u WHERE u.id = $2 AND u.is_active), FALSE) AS user_is_staff \
-                   FROM rooms r WHERE r.id = $1";
-        let row = sqlx::query(sql).bind(room_id).bind(user_id).fetch_optional(&self.pool).await?;
-        let row = row.ok_or(Error::RoomInvalid)?;
-        let (room, is_staff) = (room_from_row(&row)?, flag(&row, "user_is_staff")?);
+        let found = match &self.sqlite_direct {
+            Some(direct) => direct.read(|conn| {
+                conn.prepare_cached(ENTERABLE_ROOM)?
+                    .query_row(named_params! { "$1": room_id, "$2": user_id }, |row| {
+                        Ok((room_from_sqlite(row)?, row.get("user_is_staff")?))
+                    })
+                    .optional()
+            })?,
+            None => {
+                let row = sqlx::query(ENTERABLE_ROOM).bind(room_id).bind(user_id).fetch_optional(&self.pool).await?;
+                row.map(|row| Ok::<_, sqlx::Error>((room_from_row(&row)?, flag(&row, "user_is_staff")?))).transpose()?
+            }
+        };
+        let (room, is_staff) = found.ok_or(Error::RoomInvalid)?;
         if room.staff_only && !is_staff {
             return Err(Error::RoomAccessDenied);
         }

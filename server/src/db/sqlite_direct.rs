@@ -1,9 +1,13 @@
-//! Storing messages in the embedded SQLite file directly (rusqlite), on the calling thread.
+//! The embedded SQLite file used directly (rusqlite), on the calling thread: storing messages, and the reads
+//! every socket makes (its session, the rooms it joins).
 //!
 //! Through sqlx every statement is a hand-off to the connection's worker thread and back, and under full load
 //! each hand-off waited its turn for a core: in the 1 × 1,000 benchmark at 500k deliveries/s the same server
 //! with storage replaced by ids counted in memory delivered several ms sooner (docs/performance.md). The
 //! message writer has a thread of its own, so it runs SQLite there itself: a batch is a few function calls.
+//! The hot reads run on the runtime's worker that asks: one indexed row of a small, warm file takes a few
+//! microseconds in WAL mode (readers never wait for the writer), less than the two thread hand-offs they cost
+//! through sqlx, which were a fifth of the server's time when sockets come and go (docs/performance.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -34,12 +38,15 @@ const INSERT: &str = "INSERT INTO messages (room_id, id, user_id, username, body
 const NONCE_LOOKUP: &str =
     "SELECT room_id, message_id, created_at FROM message_nonces WHERE user_id = ?1 AND nonce = ?2";
 
-/// A connection of its own to the database file, opened on first use (a file that cannot be opened then is
-/// a failed batch, not a failed start) and kept until the [`super::Db`] is closed.
+/// Connections of its own to the database file, opened on first use (a file that cannot be opened then is
+/// a failed batch or read, not a failed start) and kept until the [`super::Db`] is closed.
 #[derive(Debug)]
 pub(super) struct SqliteDirect {
     path: PathBuf,
     conn: Mutex<Slot>,
+    /// Idle read connections: as many as have ever read at once (at most one per thread that reads);
+    /// `None` once closed.
+    readers: Mutex<Option<Vec<Connection>>>,
 }
 
 #[derive(Debug)]
@@ -52,7 +59,25 @@ enum Slot {
 
 impl SqliteDirect {
     pub(super) fn new(path: PathBuf) -> SqliteDirect {
-        SqliteDirect { path, conn: Mutex::new(Slot::NotYetOpen) }
+        SqliteDirect { path, conn: Mutex::new(Slot::NotYetOpen), readers: Mutex::new(Some(Vec::new())) }
+    }
+
+    /// Runs `read` on an idle read connection (or a new one), blocking the calling thread meanwhile: for short
+    /// reads by index only.
+    pub(super) fn read<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        let idle = match self.readers.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            Some(idle) => idle.pop(),
+            None => return Err(closed()),
+        };
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open(&self.path)?,
+        };
+        let result = read(&conn);
+        if let Some(idle) = self.readers.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            idle.push(conn);
+        }
+        Ok(result?)
     }
 
     /// Stores `batch` in one transaction (see [`super::Db::store_batch`]), blocking the calling thread meanwhile.
@@ -65,7 +90,7 @@ impl SqliteDirect {
         if let Slot::NotYetOpen = *slot {
             *slot = Slot::Open(open(&self.path)?);
         }
-        let Slot::Open(conn) = &mut *slot else { return Err(Error::Database(sqlx::Error::PoolClosed)) };
+        let Slot::Open(conn) = &mut *slot else { return Err(closed()) };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         for message in batch {
@@ -75,10 +100,16 @@ impl SqliteDirect {
         Ok(results)
     }
 
-    /// Closes the connection for good.
+    /// Closes the connections for good.
     pub(super) fn close(&self) {
         *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Slot::Closed;
+        *self.readers.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
+}
+
+/// What every use after [`SqliteDirect::close`] fails with, as every query through the closed pool does.
+fn closed() -> Error {
+    Error::Database(sqlx::Error::PoolClosed)
 }
 
 /// Opens the file the pool created and migrated, set up as the pool's connections are.

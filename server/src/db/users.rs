@@ -47,6 +47,18 @@ pub(super) fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error
     })
 }
 
+/// [`user_from_row`] for a row read without sqlx (see [`super::sqlite_direct`]).
+pub(super) fn user_from_sqlite(row: &rusqlite::Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get("id")?,
+        username: row.get("username")?,
+        is_staff: row.get("is_staff")?,
+        is_admin: row.get("is_admin")?,
+        is_active: row.get("is_active")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
 impl Db {
     /// Creates an account; a name that folds to an existing one is [`Error::UsernameTaken`].
     pub async fn create_user(&self, new: NewUser<'_>) -> Result<User, Error> {
