@@ -93,10 +93,10 @@ impl Db {
                     })
                     .optional()
             })?,
-            None => {
-                let row = sqlx::query(ENTERABLE_ROOM).bind(room_id).bind(user_id).fetch_optional(&self.pool).await?;
-                row.map(|row| Ok::<_, sqlx::Error>((room_from_row(&row)?, flag(&row, "user_is_staff")?))).transpose()?
-            }
+            None => match sqlx::query(ENTERABLE_ROOM).bind(room_id).bind(user_id).fetch_optional(&self.pool).await? {
+                Some(row) => Some((room_from_row(&row)?, flag(&row, "user_is_staff")?)),
+                None => None,
+            },
         };
         let (room, is_staff) = found.ok_or(Error::RoomInvalid)?;
         if room.staff_only && !is_staff {
