@@ -57,10 +57,12 @@ if [ "$(id -u)" = 0 ]; then
 else
   isolated=(env MULTICHAT_DISCOVERY=off)
 fi
-# (Bounded: a window waiting on something that never comes must fail the run, not hang it.)
+# (Bounded: a window waiting on something that never comes must fail the run, not hang it. --test-force-exit: a
+# test that timed out never ran its cleanup, and what it spawned would keep its file running until `timeout`
+# killed everything, its report included.)
 HOME="$desktop_home" timeout 900 "${isolated[@]}" xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c \
   'eval "$(printf unlock | gnome-keyring-daemon --unlock --components=secrets | sed "s/^/export /")"
-   node --test --test-concurrency=1 desktop/'
+   node --test --test-concurrency=1 --test-force-exit desktop/'
 
 # The .deb the Tauri bundler makes: it installs, and the installed app starts and shows its login window.
 cd ../src-tauri
