@@ -124,7 +124,7 @@ test("log in with remember me, chat with a browser, a room in its own window, ba
     if (app) await screenshot(app, "desktop-failed-chat").catch(() => {});
     throw e;
   } finally {
-    notifications.stop();
+    await notifications.stop();
     await app?.quit().catch(() => {});
     await driver.stop();
     await browser.close();

@@ -2,13 +2,14 @@
 // front of WebKitWebDriver), on the virtual screen and private D-Bus session that test.sh provides (Xvfb,
 // an unlocked gnome-keyring). Each test gets its own home directory, so its settings start empty.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Builder, By, Key, until } from "selenium-webdriver";
+import { start, stop, within } from "../children.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(here, "../../target");
@@ -19,6 +20,12 @@ export { By, Key, until };
 
 /** How long to wait for anything the app should show. */
 export const WAIT = 15_000;
+
+/** How long one WebDriver command may take: longer means the app (its main thread) is stuck. */
+const COMMAND_WAIT = 30_000;
+
+/** How long a new app may take to start and show its window. */
+const START_WAIT = 60_000;
 
 /** A free loopback port. @returns {Promise<number>} */
 export function freePort() {
@@ -42,7 +49,7 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 export async function startDriver(home) {
   const port = await freePort();
   const nativePort = await freePort();
-  const child = spawn(TAURI_DRIVER, ["--port", String(port), "--native-port", String(nativePort)], {
+  const child = start(TAURI_DRIVER, ["--port", String(port), "--native-port", String(nativePort)], {
     env: {
       ...process.env,
       HOME: home,
@@ -67,22 +74,29 @@ export async function startDriver(home) {
     await sleep(100);
   }
   return {
-    /** Starts the app: a new WebDriver session is a new app process. */
+    /**
+     * Starts the app: a new WebDriver session is a new app process. Every command to it is bounded in time,
+     * so that an app that stops answering fails the test, naming the command, instead of hanging it.
+     */
     async open() {
-      const driver = await new Builder()
+      const session = new Builder()
         .usingServer(`http://127.0.0.1:${port}/`)
         .withCapabilities({ browserName: "wry", "tauri:options": { application: APP } })
         .build();
+      const driver = await within(Promise.resolve(session), START_WAIT, "starting the app");
+      const executor = driver.getExecutor();
+      const execute = executor.execute.bind(executor);
+      executor.execute = (/** @type {import("selenium-webdriver/lib/command").Command} */ command) =>
+        within(execute(command), COMMAND_WAIT, `the app, asked to ${command.getName()}`);
       await driver.manage().setTimeouts({ implicit: 0, script: WAIT });
       return driver;
     },
+    /** Stops tauri-driver and whatever it started (WebKitWebDriver, an app not quit). */
     async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((resolve) => child.once("exit", resolve));
-        child.kill();
-        await exited;
-      }
+      await stop(child, "SIGTERM", 5_000);
     },
+    /** What tauri-driver and the apps under it wrote to stderr. */
+    log: () => log,
   };
 }
 
@@ -227,13 +241,13 @@ export function keyringEntries() {
 
 /**
  * Records desktop notifications sent on the session bus (the Notify calls to the notification service).
- * @returns {{ seen: () => string, stop: () => void }}
+ * @returns {{ seen: () => string, stop: () => Promise<boolean> }}
  */
 export function watchNotifications() {
-  const child = spawn("dbus-monitor", ["--session", "interface='org.freedesktop.Notifications',member='Notify'"], {
+  const child = start("dbus-monitor", ["--session", "interface='org.freedesktop.Notifications',member='Notify'"], {
     stdio: ["ignore", "pipe", "ignore"],
   });
   let out = "";
   child.stdout.on("data", (chunk) => (out += chunk));
-  return { seen: () => out, stop: () => child.kill() };
+  return { seen: () => out, stop: () => stop(child, "SIGTERM", 5_000) };
 }

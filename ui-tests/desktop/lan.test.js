@@ -5,7 +5,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { start, stop } from "../children.js";
 import * as web from "../e2e/harness.js";
 import { By, WAIT, click, freePort, hasValue, homeDir, press, removeDir, screenshot, shown, sleep, startDriver, type } from "./harness.js";
 
@@ -40,7 +40,7 @@ async function untilListed(app, wanted, what) {
 
 /** `multichat-server discover`: what another computer's app would hear. */
 function discover() {
-  const child = spawn(web.BINARY, ["discover"], { stdio: ["ignore", "pipe", "ignore"] });
+  const child = start(web.BINARY, ["discover"], { stdio: ["ignore", "pipe", "ignore"] });
   /** @type {any[]} */
   const events = [];
   let buffer = "";
@@ -60,7 +60,7 @@ function discover() {
       }
       return events.find(wanted);
     },
-    stop: () => child.kill(),
+    stop: () => stop(child, "SIGTERM", 5_000),
   };
 }
 
@@ -101,7 +101,8 @@ test("the login window lists servers on the network live, a click fills the addr
     await click(app, By.css("input[name=advertise]"), "the announce switch");
     await elsewhere.until((e) => e.event === "lost" && e.id === hosted.id, "the hosted server withdrawn");
     await untilListed(app, (names) => !names.includes("Ann's laptop"), "dropped the app's own server");
-    assert.equal((await fetch(`http://127.0.0.1:${port}/api/setup`)).status, 200, "still hosting");
+    const setup = await fetch(`http://127.0.0.1:${port}/api/setup`, { signal: AbortSignal.timeout(WAIT) });
+    assert.equal(setup.status, 200, "still hosting");
 
     // A server that starts appears; stopped, it goes.
     other = await web.startServer(otherDir, 0, ["--advertise", "--advertise-name", "Old server"]);
@@ -119,9 +120,10 @@ test("the login window lists servers on the network live, a click fills the addr
     await shown(app, "button.room");
   } catch (e) {
     if (app) await screenshot(app, "desktop-failed-lan").catch(() => {});
+    console.error(`tauri-driver and the app wrote:\n${driver.log().slice(-4000)}\nTeam server wrote:\n${team.log().slice(-4000)}`);
     throw e;
   } finally {
-    elsewhere.stop();
+    await elsewhere.stop();
     await app?.quit().catch(() => {});
     await driver.stop();
     if (other) await web.stopServer(other);

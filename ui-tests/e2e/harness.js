@@ -1,12 +1,13 @@
 // End-to-end harness: the real server binary on a free loopback port with a fresh database, and Debian's
 // Chromium driven through playwright-core. Everything is bounded in time and cleaned up.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { start, stop } from "../children.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(here, "../../target");
@@ -37,7 +38,7 @@ export function manage(dir, args, input = "") {
  * @param {string} dir @param {number} [port] @param {string[]} [extra]
  */
 export function startServer(dir, port = 0, extra = []) {
-  const child = spawn(BINARY, ["--data-dir", dir, "--bind", `127.0.0.1:${port}`, ...extra, "serve"], {
+  const child = start(BINARY, ["--data-dir", dir, "--bind", `127.0.0.1:${port}`, ...extra, "serve"], {
     env: { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -56,13 +57,19 @@ export function startServer(dir, port = 0, extra = []) {
   });
 }
 
-/** Stops a server started by startServer: SIGKILL when `kill`, else a graceful SIGTERM. */
+/** How long a server may take to stop gracefully: its goodbyes on the LAN take 2 s at most. */
+const STOP_GRACE = 15_000;
+
+/**
+ * Stops a server started by startServer: SIGKILL when `kill`, else a graceful SIGTERM, which fails (after a
+ * SIGKILL) if the server is still running after STOP_GRACE.
+ */
 export async function stopServer(server, kill = false) {
-  // A process ended by a signal has no exit code, only a signal code.
-  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.child.once("exit", resolve));
-  server.child.kill(kill ? "SIGKILL" : "SIGTERM");
-  await exited;
+  if (kill) {
+    await stop(server.child, "SIGKILL", STOP_GRACE);
+  } else if (!(await stop(server.child, "SIGTERM", STOP_GRACE))) {
+    throw new Error(`the server did not stop within ${STOP_GRACE / 1000} s of SIGTERM:\n${server.log()}`);
+  }
 }
 
 export async function launch() {

@@ -1,0 +1,77 @@
+// The processes a test starts (servers, tauri-driver and the app under it, `discover`), and time limits on
+// waiting for them. Each child runs in a process group of its own, and every group still alive is killed when
+// the test process exits: a test that failed or timed out before its cleanup (node --test-force-exit ends the
+// file then) leaves nothing behind to keep the run going.
+
+import { spawn, spawnSync } from "node:child_process";
+
+/** @type {Set<import("node:child_process").ChildProcess>} */
+const running = new Set();
+
+// What is still running when the file ends was not stopped by its test (which failed, or leaks): said, then
+// killed.
+process.on("exit", () => {
+  for (const child of running) {
+    if (child.pid === undefined) continue;
+    const left = spawnSync("ps", ["-o", "pid=,stat=,args=", "-g", String(child.pid)], { encoding: "utf8" }).stdout
+      .split("\n").filter((line) => line.trim() && !/^\s*\d+\s+Z/.test(line)); // zombies are gone already
+    if (left.length) console.error(`still running when the tests ended, killed:\n${left.join("\n")}`);
+    killGroup(child, "SIGKILL");
+  }
+});
+
+/**
+ * `spawn`, in a process group of its own that dies with this process at the latest.
+ * @param {string} command @param {string[]} args @param {import("node:child_process").SpawnOptions} options
+ */
+export function start(command, args, options) {
+  const child = spawn(command, args, { ...options, detached: true });
+  // Kept after it exits: what it started may still be running in its group.
+  running.add(child);
+  return child;
+}
+
+/**
+ * Signals `child` and everything it started (its process group).
+ * @param {import("node:child_process").ChildProcess} child @param {NodeJS.Signals} signal
+ */
+export function killGroup(child, signal) {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    child.kill(signal); // the group is gone already
+  }
+}
+
+/**
+ * Stops `child`'s group: `signal`, then SIGKILL if it is still there after `grace` ms. Resolves whether it
+ * went on `signal` alone.
+ * @param {import("node:child_process").ChildProcess} child @param {NodeJS.Signals} signal @param {number} grace
+ * @returns {Promise<boolean>}
+ */
+export async function stop(child, signal, grace) {
+  if (child.exitCode !== null || child.signalCode !== null) return true;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  killGroup(child, signal);
+  const gracefully = await within(exited, grace, "").then(() => true, () => false);
+  if (!gracefully) {
+    killGroup(child, "SIGKILL");
+    await exited;
+  }
+  return gracefully;
+}
+
+/**
+ * `promise`, or an error naming `what` if it has not settled within `ms`: a wait on another process must end
+ * even when that process never answers.
+ * @template T @param {Promise<T>} promise @param {number} ms @param {string} what @returns {Promise<T>}
+ */
+export function within(promise, ms, what) {
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms);
+  });
+  return /** @type {Promise<T>} */ (Promise.race([promise, late]).finally(() => clearTimeout(timer)));
+}
