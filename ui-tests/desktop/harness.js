@@ -27,16 +27,25 @@ const COMMAND_WAIT = 30_000;
 /** How long a new app may take to start and show its window. */
 const START_WAIT = 60_000;
 
-/** A free loopback port. @returns {Promise<number>} */
-export function freePort() {
-  return new Promise((resolve, reject) => {
+/**
+ * `count` free loopback ports, all different: each is held until all are found (a port probed and let go may
+ * be handed out again at once).
+ * @param {number} count @returns {Promise<number[]>}
+ */
+export async function freePorts(count) {
+  const probes = await Promise.all(Array.from({ length: count }, () => new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = /** @type {import("node:net").AddressInfo} */ (probe.address());
-      probe.close(() => resolve(port));
-    });
-  });
+    probe.listen(0, "127.0.0.1", () => resolve(probe));
+  })));
+  const ports = probes.map((probe) => /** @type {import("node:net").AddressInfo} */ (probe.address()).port);
+  await Promise.all(probes.map((probe) => new Promise((resolve) => probe.close(resolve))));
+  return ports;
+}
+
+/** A free loopback port. */
+export async function freePort() {
+  return (await freePorts(1))[0];
 }
 
 /** @param {number} ms */
@@ -47,8 +56,7 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * @param {string} home
  */
 export async function startDriver(home) {
-  const port = await freePort();
-  const nativePort = await freePort();
+  const [port, nativePort] = await freePorts(2);
   const child = start(TAURI_DRIVER, ["--port", String(port), "--native-port", String(nativePort)], {
     env: {
       ...process.env,
