@@ -1,7 +1,10 @@
 // The processes a test starts (servers, tauri-driver and the app under it, `discover`), and time limits on
 // waiting for them. Each child runs in a process group of its own, and every group still alive is killed when
 // the test process exits: a test that failed or timed out before its cleanup (node --test-force-exit ends the
-// file then) leaves nothing behind to keep the run going.
+// file then) leaves nothing behind to keep the run going. It happens without any test failing, too: now and
+// then Debian's WebKitWebDriver leaves the app running after its session is deleted (its web process gone, as in
+// WebKit bug 321418, fixed upstream in 2026), and that orphaned app, holding tauri-driver's stderr, kept its
+// test file from ever ending.
 
 import { spawn, spawnSync } from "node:child_process";
 
