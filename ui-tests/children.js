@@ -6,7 +6,8 @@
 // WebKit bug 321418, fixed upstream in 2026), and that orphaned app, holding tauri-driver's stderr, kept its
 // test file from ever ending.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
 
 /** @type {Set<import("node:child_process").ChildProcess>} */
 const running = new Set();
@@ -16,12 +17,31 @@ const running = new Set();
 process.on("exit", () => {
   for (const child of running) {
     if (child.pid === undefined) continue;
-    const left = spawnSync("ps", ["-o", "pid=,stat=,args=", "-g", String(child.pid)], { encoding: "utf8" }).stdout
-      .split("\n").filter((line) => line.trim() && !/^\s*\d+\s+Z/.test(line)); // zombies are gone already
+    const left = alive(child.pid);
     if (left.length) console.error(`still running when the tests ended, killed:\n${left.join("\n")}`);
     killGroup(child, "SIGKILL");
   }
 });
+
+/**
+ * The processes of group `group` that have not exited (zombies have), read from /proc: `ps` may not be there.
+ * @param {number} group @returns {string[]}
+ */
+function alive(group) {
+  const found = [];
+  for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      // After the command name (in parentheses, and free to hold anything): state, parent, group.
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(pgrp) !== group || state === "Z") continue;
+      found.push(`${pid} ${readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim()}`);
+    } catch {
+      // exited while read
+    }
+  }
+  return found;
+}
 
 /**
  * `spawn`, in a process group of its own that dies with this process at the latest.
