@@ -246,7 +246,7 @@ impl Connection {
     }
 
     fn already_replayed(&self, delivery: &Delivery) -> bool {
-        delivery.message.is_some_and(|(room, id)| self.replayed.get(&room).is_some_and(|&seen| id <= seen))
+        delivery.message.is_some_and(|m| self.replayed.get(&m.room()).is_some_and(|&seen| m.id <= seen))
     }
 
     /// Answers one text frame with the frames this connection gets back (replies, errors, own notices).
