@@ -24,6 +24,7 @@ use crate::protocol::{self, Command, ErrorCode, Event, Frame, RoomRef};
 use crate::writer::Outcome;
 use crate::AppState;
 
+use super::wakes::{Input, Wakes};
 use super::write::{write, Unwritten};
 
 /// How often a join is retried while rights or rooms keep changing under it.
@@ -88,7 +89,11 @@ pub fn run(
         state,
         who,
     };
-    async move {
+    // The socket, the timer and the close signal are polled only when they woke the task (see `wakes`); the
+    // frame queue, which wakes it nearly every time under load, always.
+    let wakes = Wakes::new();
+    let task = wakes.task();
+    task.around(async move {
         let write_timeout = conn.state.config.write_timeout;
         let ping_every = conn.state.config.ping_interval;
         let mut last_heard = Instant::now();
@@ -97,8 +102,7 @@ pub fn run(
         let mut ping_sent: Option<Instant> = None;
         let session_end =
             Instant::now() + Duration::from_millis(conn.who.expires_at.saturating_sub(now_ms()).max(0) as u64);
-        // One timer for the heartbeat and the session's end, made once: every input of the loop is polled
-        // whenever a frame wakes the socket, hundreds of times a second under load, so each one counts.
+        // One timer for the heartbeat and the session's end, made once.
         let timer = tokio::time::sleep_until((Instant::now() + ping_every).min(session_end));
         tokio::pin!(timer);
         // Grown by the frames that come, not reserved up front: a full batch's room (3 KiB) in every idle socket
@@ -107,7 +111,9 @@ pub fn run(
 
         let end = loop {
             tokio::select! {
-                reason = &mut registration.closed => break End::Server(reason.unwrap_or(CloseReason::Shutdown)),
+                reason = wakes.watch(Input::Closed, &mut registration.closed) => {
+                    break End::Server(reason.unwrap_or(CloseReason::Shutdown));
+                }
                 // Everything already queued (up to a batch) is written with one flush: under load a socket gets
                 // its frames in one write instead of one system call per frame.
                 taken = registration.frames.recv_many(&mut batch, WRITE_BATCH) => {
@@ -118,7 +124,7 @@ pub fn run(
                     // The writer answers a sender before it queues the message: an ack ready by now goes first.
                     let acks = conn.answers_ready();
                     let frames = conn.deliveries(acks, batch.drain(..));
-                    let written = write(&mut socket, frames, write_timeout, Some(&mut registration.closed));
+                    let written = write(&mut socket, frames, write_timeout, Some((&mut registration.closed, &wakes)));
                     if let Err(unwritten) = written.await {
                         break unwritten.into();
                     }
@@ -126,12 +132,14 @@ pub fn run(
                 // Acks and refusals of stored messages, in the order they were sent.
                 Some((room, nonce, outcome)) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
                     let frames = conn.stored(room, nonce, outcome).into_iter().map(Message::Text);
-                    let written = write(&mut socket, frames, write_timeout, Some(&mut registration.closed));
+                    let written = write(&mut socket, frames, write_timeout, Some((&mut registration.closed, &wakes)));
                     if let Err(unwritten) = written.await {
                         break unwritten.into();
                     }
                 }
-                incoming = socket.recv(), if conn.in_flight.len() < SENDS_IN_FLIGHT => {
+                incoming = wakes.watch(Input::Socket, socket.next()),
+                    if conn.in_flight.len() < SENDS_IN_FLIGHT =>
+                {
                     let message = match incoming {
                         Some(Ok(message)) => message,
                         Some(Err(err)) if is_capacity_error(&err) => break End::TooBig,
@@ -151,12 +159,12 @@ pub fn run(
                         Message::Close(_) => break End::Peer,
                     };
                     let frames = reply.into_iter().map(Message::Text);
-                    let written = write(&mut socket, frames, write_timeout, Some(&mut registration.closed));
+                    let written = write(&mut socket, frames, write_timeout, Some((&mut registration.closed, &wakes)));
                     if let Err(unwritten) = written.await {
                         break unwritten.into();
                     }
                 }
-                () = &mut timer => {
+                () = wakes.watch(Input::Timer, &mut timer) => {
                     let now = Instant::now();
                     if now >= session_end {
                         break End::Server(CloseReason::LoggedOut);
@@ -170,7 +178,7 @@ pub fn run(
                         Some(_) => {}
                         None if now - last_heard >= ping_every => {
                             let ping = [Message::Ping(Default::default())];
-                            let written = write(&mut socket, ping, write_timeout, Some(&mut registration.closed));
+                            let written = write(&mut socket, ping, write_timeout, Some((&mut registration.closed, &wakes)));
                             if let Err(unwritten) = written.await {
                                 break unwritten.into();
                             }
@@ -198,7 +206,7 @@ pub fn run(
             let close = CloseFrame { code: reason.code(), reason: reason.text().into() };
             let _ = write(&mut socket, [Message::Close(Some(close))], write_timeout, None).await;
         }
-    }
+    })
 }
 
 struct Connection {

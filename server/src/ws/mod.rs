@@ -2,6 +2,7 @@
 
 mod connection;
 mod origin;
+mod wakes;
 mod write;
 
 pub use origin::{is_allowed_origin, DESKTOP_ORIGINS};

@@ -17,6 +17,8 @@ use tokio::time::Sleep;
 
 use crate::hub::CloseReason;
 
+use super::wakes::{Input, Wakes};
+
 /// Why a write did not finish.
 #[derive(Debug)]
 pub enum Unwritten {
@@ -26,6 +28,9 @@ pub enum Unwritten {
     Closed(CloseReason),
 }
 
+/// The close signal a write watches, polled through the connection's [`Wakes`] like the loop polls it.
+pub type Closed<'a> = (&'a mut oneshot::Receiver<CloseReason>, &'a Wakes);
+
 /// Writes `frames` to `socket` and flushes once (see [`Write`]). With `closed`, the write is given up as soon
 /// as the server closes the connection: a reader that stops reading blocks a write, and that is just when its
 /// queue fills and the hub drops it, so it must leave its rooms then, not when the timeout gives up the write.
@@ -33,7 +38,7 @@ pub fn write<'a, I: IntoIterator<Item = Message>>(
     socket: &'a mut WebSocket,
     frames: I,
     timeout: Duration,
-    closed: Option<&'a mut oneshot::Receiver<CloseReason>>,
+    closed: Option<Closed<'a>>,
 ) -> Write<'a, I::IntoIter> {
     Write { socket, frames: frames.into_iter(), next: None, fed: false, timeout, deadline: None, closed }
 }
@@ -50,7 +55,7 @@ pub struct Write<'a, I> {
     /// Armed only once the write has to wait: nearly every write finishes on its first poll, and arming and
     /// disarming a timer for each cost 2 % of the server's CPU at 100 × 100. Boxed, as only slow sockets get one.
     deadline: Option<Pin<Box<Sleep>>>,
-    closed: Option<&'a mut oneshot::Receiver<CloseReason>>,
+    closed: Option<Closed<'a>>,
 }
 
 impl<I: Iterator<Item = Message> + Unpin> Write<'_, I> {
@@ -85,8 +90,8 @@ impl<I: Iterator<Item = Message> + Unpin> Future for Write<'_, I> {
             return Poll::Ready(written.map_err(|_| Unwritten::Peer));
         }
         // The write waits: the socket's buffer is full.
-        if let Some(closed) = this.closed.as_deref_mut() {
-            if let Poll::Ready(reason) = Pin::new(closed).poll(cx) {
+        if let Some((closed, wakes)) = this.closed.as_mut() {
+            if let Poll::Ready(reason) = wakes.poll(Input::Closed, |cx| Pin::new(&mut **closed).poll(cx)) {
                 return Poll::Ready(Err(Unwritten::Closed(reason.unwrap_or(CloseReason::Shutdown))));
             }
         }
