@@ -58,6 +58,21 @@ async fn the_longest_message_arrives_whole_with_the_next_one_behind_it(backend: 
     server.stop().await;
 }
 
+/// Frames that reach the server in one read are all answered: nothing more will wake the connection for them, so
+/// it reads on from what it already holds before it waits.
+async fn commands_that_arrive_together_are_all_answered(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(&db).await;
+    let rooms = [server.room("A", false).await, server.room("B", false).await, server.room("C", false).await];
+    let mut ann = server.login_new("ann", plain()).await.connect().await;
+    let joins: Vec<_> = rooms.iter().map(|room| json!({ "command": "join", "room": room.id })).collect();
+    ann.send_together(&joins).await;
+    for room in &rooms {
+        assert_eq!(ann.recv().await["join"], room.id.to_string());
+    }
+    server.stop().await;
+}
+
 async fn one_socket_carries_every_joined_room(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(&db).await;
@@ -272,6 +287,7 @@ on_both_backends!(
     a_command_after_a_burst_of_sends_sees_them_all_stored,
     two_users_chat_in_a_room,
     the_longest_message_arrives_whole_with_the_next_one_behind_it,
+    commands_that_arrive_together_are_all_answered,
     one_socket_carries_every_joined_room,
     rooms_hear_who_enters_and_leaves,
     presence_notices_can_be_turned_off,

@@ -435,6 +435,17 @@ impl Ws {
         self.send_raw(Message::text(text)).await;
     }
 
+    /// Sends `frames` with one write (fed, then flushed once), so that they reach the server together.
+    pub async fn send_together(&mut self, frames: &[Value]) {
+        let write = async {
+            for frame in frames {
+                self.stream.feed(Message::text(frame.to_string())).await?;
+            }
+            self.stream.flush().await
+        };
+        tokio::time::timeout(WAIT, write).await.expect("send in time").expect("send");
+    }
+
     /// Sends without failing the test if the server has closed the connection meanwhile.
     pub async fn try_send_text(&mut self, text: &str) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         tokio::time::timeout(WAIT, self.stream.send(Message::text(text))).await.expect("send in time")
