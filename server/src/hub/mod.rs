@@ -111,7 +111,7 @@ pub struct MessageRef {
 }
 
 impl MessageRef {
-    /// `None` for room 0, which no room has: such a delivery is then only never taken for a replayed one.
+    /// `None` for room 0, which no room has (a delivery without a reference is never dropped as already replayed).
     pub fn new(room: i64, id: i64) -> Option<MessageRef> {
         Some(MessageRef { room: NonZeroI64::new(room)?, id })
     }
